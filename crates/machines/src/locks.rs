@@ -1,0 +1,1229 @@
+//! Resource-key locks: shared/exclusive, all-or-nothing, fair.
+//!
+//! A [`ResourceKey`] names an entity in one of five [`Domain`]s and says
+//! whether it is wanted shared (read) or exclusive. A [`LockRequest`] is a
+//! normalized set of keys: de-duplicated, sorted by domain (Cluster last) and
+//! then key. The [`LockTable`] grants whole requests: a request holds all of
+//! its keys or none of them.
+//!
+//! # Rules
+//! - Lock identity is `(domain, key)`; the `shared` flag is a mode, not part of
+//!   the identity. Shared + shared is compatible; anything with exclusive on the
+//!   same identity conflicts.
+//! - **Fairness (simcast):** a waiting request is granted when none of its keys
+//!   conflicts with a holder *or with an earlier waiting request*. So requests
+//!   that conflict are granted in arrival order, nobody starves, and because
+//!   requests are all-or-nothing nobody deadlocks.
+//! - A try-acquire obeys the same rule: it fails (and queues nothing) if it
+//!   conflicts with a holder or with any waiting request, so it can never
+//!   overtake a waiter.
+//!
+//! # Shape
+//! Mutate, then drain: [`LockTable::acquire`], [`LockTable::cancel`],
+//! [`LockTable::release`] and [`LockTable::release_owner`] change the table;
+//! every grant they cause, including the immediate grant of an uncontended
+//! blocking acquire, is reported once by [`LockTable::poll_event`].
+
+use core::fmt;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of entity a resource key names.
+///
+/// The declaration order is the lock order: requests are sorted by domain with
+/// `Cluster` last, so a cluster-wide key is always taken after the keys it
+/// covers.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Domain {
+    /// A database, keyed by its name.
+    #[serde(rename = "DBName")]
+    DbName,
+    /// A collection, keyed by `"db:collection"`.
+    CollectionName,
+    /// The privilege system; a single, always exclusive, key `""`.
+    Privilege,
+    /// A snapshot, keyed by `"collectionID:name"`.
+    SnapshotName,
+    /// The whole cluster; a single key `""`.
+    Cluster,
+}
+
+impl Domain {
+    /// Every domain, in lock order.
+    pub const ALL: [Domain; 5] = [
+        Domain::DbName,
+        Domain::CollectionName,
+        Domain::Privilege,
+        Domain::SnapshotName,
+        Domain::Cluster,
+    ];
+
+    /// The name used in displays and files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Domain::DbName => "DBName",
+            Domain::CollectionName => "CollectionName",
+            Domain::Privilege => "Privilege",
+            Domain::SnapshotName => "SnapshotName",
+            Domain::Cluster => "Cluster",
+        }
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The database name used when a collection key names none.
+pub const DEFAULT_DB_NAME: &str = "default";
+
+/// One key of a lock request: an entity and the mode it is wanted in.
+///
+/// Ordered by domain (lock order), then key, then mode (exclusive first).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceKey {
+    /// What kind of entity.
+    pub domain: Domain,
+    /// Which entity within the domain.
+    pub key: String,
+    /// `true` for a shared (read) lock, `false` for an exclusive one.
+    pub shared: bool,
+}
+
+impl ResourceKey {
+    /// A key with explicit parts.
+    pub fn new(domain: Domain, key: impl Into<String>, shared: bool) -> Self {
+        ResourceKey {
+            domain,
+            key: key.into(),
+            shared,
+        }
+    }
+
+    /// The cluster key (`Cluster:`), shared or exclusive.
+    pub fn cluster(shared: bool) -> Self {
+        ResourceKey::new(Domain::Cluster, "", shared)
+    }
+
+    /// The shared cluster key every broadcast request carries.
+    pub fn shared_cluster() -> Self {
+        ResourceKey::cluster(true)
+    }
+
+    /// The exclusive cluster key: excludes every other request.
+    pub fn exclusive_cluster() -> Self {
+        ResourceKey::cluster(false)
+    }
+
+    /// A database key: the database name.
+    pub fn db(name: &str, shared: bool) -> Self {
+        ResourceKey::new(Domain::DbName, name, shared)
+    }
+
+    /// A collection key: `"db:collection"`, an empty `db` meaning
+    /// [`DEFAULT_DB_NAME`].
+    pub fn collection(db: &str, collection: &str, shared: bool) -> Self {
+        let db = if db.is_empty() { DEFAULT_DB_NAME } else { db };
+        ResourceKey::new(Domain::CollectionName, format!("{db}:{collection}"), shared)
+    }
+
+    /// The privilege key: key `""`, always exclusive.
+    pub fn privilege() -> Self {
+        ResourceKey::new(Domain::Privilege, "", false)
+    }
+
+    /// A snapshot key: `"collectionID:name"`.
+    pub fn snapshot(collection_id: i64, name: &str, shared: bool) -> Self {
+        ResourceKey::new(
+            Domain::SnapshotName,
+            format!("{collection_id}:{name}"),
+            shared,
+        )
+    }
+
+    /// Whether the two keys name the same lock, i.e. the same `(domain, key)`.
+    pub fn same_lock(&self, other: &ResourceKey) -> bool {
+        self.domain == other.domain && self.key == other.key
+    }
+
+    /// Whether holding both at once is forbidden: same lock, and at least one
+    /// of them exclusive.
+    pub fn conflicts_with(&self, other: &ResourceKey) -> bool {
+        self.same_lock(other) && !(self.shared && other.shared)
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    /// `Domain:key@R` (shared) or `Domain:key@X` (exclusive).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = if self.shared { "R" } else { "X" };
+        write!(f, "{}:{}@{}", self.domain, self.key, mode)
+    }
+}
+
+/// The identity of a lock: `(domain, key)`, without the mode.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockId {
+    /// The domain.
+    pub domain: Domain,
+    /// The key within the domain.
+    pub key: String,
+}
+
+impl fmt::Display for LockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.domain, self.key)
+    }
+}
+
+/// A normalized, non-empty set of resource keys.
+///
+/// Keys are de-duplicated on the whole key (so `X@R` and `X@X` both survive;
+/// the lock is then taken exclusive) and sorted by domain (Cluster last), key,
+/// mode.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LockRequest {
+    keys: Vec<ResourceKey>,
+}
+
+impl LockRequest {
+    /// Normalizes `keys` exactly as given (no key added).
+    ///
+    /// # Errors
+    /// [`LockError::EmptyRequest`] if `keys` is empty.
+    pub fn new(keys: impl IntoIterator<Item = ResourceKey>) -> Result<Self, LockError> {
+        let mut keys: Vec<ResourceKey> = keys.into_iter().collect();
+        if keys.is_empty() {
+            return Err(LockError::EmptyRequest);
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(LockRequest { keys })
+    }
+
+    /// Normalizes the keys of a broadcast: as [`LockRequest::new`], plus the
+    /// shared cluster key unless a Cluster-domain key is already named. Never
+    /// empty, so never fails.
+    pub fn for_broadcast(keys: impl IntoIterator<Item = ResourceKey>) -> Self {
+        let mut keys: Vec<ResourceKey> = keys.into_iter().collect();
+        if !keys.iter().any(|k| k.domain == Domain::Cluster) {
+            keys.push(ResourceKey::shared_cluster());
+        }
+        keys.sort();
+        keys.dedup();
+        LockRequest { keys }
+    }
+
+    /// The normalized keys.
+    pub fn keys(&self) -> &[ResourceKey] {
+        &self.keys
+    }
+
+    /// One entry per distinct lock, with the mode it is taken in: exclusive if
+    /// any key on that lock is exclusive.
+    pub fn locks(&self) -> impl Iterator<Item = (&Domain, &str, bool)> + '_ {
+        // Keys on one lock are adjacent and the exclusive one sorts first.
+        self.keys.iter().enumerate().filter_map(|(i, k)| {
+            let first_of_lock = i == 0 || !self.keys[i - 1].same_lock(k);
+            first_of_lock.then_some((&k.domain, k.key.as_str(), k.shared))
+        })
+    }
+
+    /// Whether the two requests may not be held at the same time.
+    pub fn conflicts_with(&self, other: &LockRequest) -> bool {
+        self.conflicts_with_rule(other, ConflictRule::Correct)
+    }
+
+    fn conflicts_with_rule(&self, other: &LockRequest, rule: ConflictRule) -> bool {
+        // Both lists are sorted by (domain, key): merge-walk them.
+        let mut a = self.locks().peekable();
+        let mut b = other.locks().peekable();
+        while let (Some(&(da, ka, sa)), Some(&(db, kb, sb))) = (a.peek(), b.peek()) {
+            match (da, ka).cmp(&(db, kb)) {
+                core::cmp::Ordering::Less => {
+                    a.next();
+                }
+                core::cmp::Ordering::Greater => {
+                    b.next();
+                }
+                core::cmp::Ordering::Equal => {
+                    if rule.modes_conflict(sa, sb) {
+                        return true;
+                    }
+                    a.next();
+                    b.next();
+                }
+            }
+        }
+        false
+    }
+}
+
+impl fmt::Display for LockRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, k) in self.keys.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{k}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Who a request belongs to: a client session. Releasing an owner releases
+/// every hold and cancels every wait of that owner, in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OwnerId(pub u64);
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "o{}", self.0)
+    }
+}
+
+/// A request admitted by the table. Ids increase in arrival order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// What a request is doing in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Queued behind a holder or an earlier conflicting waiter.
+    Waiting,
+    /// Holding all of its keys.
+    Held,
+}
+
+/// Something the table reports to its driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockEvent {
+    /// `request`, belonging to `owner`, now holds all of its keys.
+    Granted {
+        /// The request.
+        request: RequestId,
+        /// Its owner.
+        owner: OwnerId,
+    },
+}
+
+/// What stands in the way of a try-acquire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Blocker {
+    /// A request holding a conflicting key.
+    Holder(RequestId),
+    /// A waiting request with a conflicting key, which must go first.
+    Waiter(RequestId),
+}
+
+/// Errors of the lock table. None of them changes the table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// A request with no keys: there is nothing to lock.
+    #[error("a lock request must name at least one key")]
+    EmptyRequest,
+    /// A try-acquire could not take every key right now.
+    #[error("would block on {0:?}")]
+    WouldBlock(Blocker),
+    /// The request id was never admitted, or is already gone.
+    #[error("unknown request {0}")]
+    UnknownRequest(RequestId),
+    /// Release of a request that is still waiting (cancel it instead).
+    #[error("request {0} is waiting, not held: cancel it instead")]
+    NotHeld(RequestId),
+    /// Cancel of a request that already holds its keys (release it instead).
+    #[error("request {0} is held, not waiting: release it instead")]
+    NotWaiting(RequestId),
+}
+
+/// Deliberately broken variants of the table, for mutation testing of the
+/// simulator. Off by default; never enable one outside a simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockFlaw {
+    /// Grants a waiter as soon as no holder conflicts, letting it overtake
+    /// an earlier conflicting waiter (breaks `locks.fifo`).
+    IgnoreEarlierWaiters,
+    /// Treats the shared flag as part of lock identity, so `K@R` and `K@X`
+    /// never conflict (breaks `locks.exclusion`).
+    SharedInIdentity,
+    /// Forgets to re-examine waiters when locks are released or waiters
+    /// cancelled (breaks `locks.eventually_granted`).
+    LostWakeup,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConflictRule {
+    Correct,
+    SharedInIdentity,
+}
+
+impl ConflictRule {
+    /// Whether two modes on the same `(domain, key)` conflict. `true` = shared.
+    fn modes_conflict(self, a_shared: bool, b_shared: bool) -> bool {
+        match self {
+            ConflictRule::Correct => !(a_shared && b_shared),
+            // Shared and exclusive become different locks: only X vs X clash.
+            ConflictRule::SharedInIdentity => !a_shared && !b_shared,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Holding {
+    exclusive: Option<RequestId>,
+    shared: BTreeSet<RequestId>,
+}
+
+impl Holding {
+    fn is_empty(&self) -> bool {
+        self.exclusive.is_none() && self.shared.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Entry {
+    owner: OwnerId,
+    request: LockRequest,
+    state: RequestState,
+}
+
+/// The lock table: admits requests, grants them fairly, releases them.
+///
+/// Mutate, then drain [`LockTable::poll_event`] until it returns `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LockTable {
+    flaw: Option<LockFlaw>,
+    next_request: u64,
+    entries: BTreeMap<RequestId, Entry>,
+    /// Waiting requests in arrival order (ids increase with arrival).
+    waiting: BTreeSet<RequestId>,
+    holdings: BTreeMap<LockId, Holding>,
+    events: VecDeque<LockEvent>,
+}
+
+impl LockTable {
+    /// An empty, correct table.
+    pub fn new() -> Self {
+        LockTable::default()
+    }
+
+    /// An empty table with a deliberate flaw (`None` = correct).
+    pub fn with_flaw(flaw: Option<LockFlaw>) -> Self {
+        LockTable {
+            flaw,
+            ..LockTable::default()
+        }
+    }
+
+    /// The flaw this table was built with, if any.
+    pub fn flaw(&self) -> Option<LockFlaw> {
+        self.flaw
+    }
+
+    fn rule(&self) -> ConflictRule {
+        match self.flaw {
+            Some(LockFlaw::SharedInIdentity) => ConflictRule::SharedInIdentity,
+            _ => ConflictRule::Correct,
+        }
+    }
+
+    fn allocate(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    /// Blocking acquire: admits the request and queues it. It is granted, now
+    /// or by a later call, when none of its keys conflicts with a holder or an
+    /// earlier waiter; the grant is reported by [`LockTable::poll_event`].
+    pub fn acquire(&mut self, owner: OwnerId, request: LockRequest) -> RequestId {
+        let id = self.allocate();
+        // Admitting a waiter never unblocks anyone else: only it can be granted.
+        let grantable = self.blocker(&request).is_none();
+        self.entries.insert(
+            id,
+            Entry {
+                owner,
+                request,
+                state: RequestState::Waiting,
+            },
+        );
+        if grantable {
+            self.grant(id);
+        } else {
+            self.waiting.insert(id);
+        }
+        id
+    }
+
+    /// Try-acquire: all keys now, or nothing. Never queues, and never
+    /// overtakes a waiting request. A success is reported by the return value
+    /// only (no event).
+    ///
+    /// # Errors
+    /// [`LockError::WouldBlock`] naming the first holder or waiter in the way.
+    pub fn try_acquire(
+        &mut self,
+        owner: OwnerId,
+        request: LockRequest,
+    ) -> Result<RequestId, LockError> {
+        if let Some(blocker) = self.blocker(&request) {
+            return Err(LockError::WouldBlock(blocker));
+        }
+        let id = self.allocate();
+        self.entries.insert(
+            id,
+            Entry {
+                owner,
+                request,
+                state: RequestState::Waiting,
+            },
+        );
+        self.take_keys(id);
+        Ok(id)
+    }
+
+    /// Withdraws a waiting request. Later waiters it was blocking may be
+    /// granted.
+    ///
+    /// # Errors
+    /// [`LockError::UnknownRequest`], or [`LockError::NotWaiting`] if it is
+    /// already held.
+    pub fn cancel(&mut self, id: RequestId) -> Result<(), LockError> {
+        match self.entries.get(&id).map(|e| e.state) {
+            None => Err(LockError::UnknownRequest(id)),
+            Some(RequestState::Held) => Err(LockError::NotWaiting(id)),
+            Some(RequestState::Waiting) => {
+                self.entries.remove(&id);
+                let was_waiting = self.waiting.remove(&id);
+                debug_assert!(was_waiting);
+                self.wake();
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases every key of a held request; waiters may be granted.
+    ///
+    /// # Errors
+    /// [`LockError::UnknownRequest`], or [`LockError::NotHeld`] if it is still
+    /// waiting.
+    pub fn release(&mut self, id: RequestId) -> Result<(), LockError> {
+        match self.entries.get(&id).map(|e| e.state) {
+            None => Err(LockError::UnknownRequest(id)),
+            Some(RequestState::Waiting) => Err(LockError::NotHeld(id)),
+            Some(RequestState::Held) => {
+                self.drop_keys(id);
+                self.entries.remove(&id);
+                self.wake();
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases every hold and cancels every wait of `owner` in one step
+    /// (session cleanup), then grants whoever that unblocks.
+    pub fn release_owner(&mut self, owner: OwnerId) -> OwnerRelease {
+        let mine: Vec<RequestId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = OwnerRelease::default();
+        for id in mine {
+            match self.entries[&id].state {
+                RequestState::Held => {
+                    self.drop_keys(id);
+                    out.released.push(id);
+                }
+                RequestState::Waiting => {
+                    self.waiting.remove(&id);
+                    out.cancelled.push(id);
+                }
+            }
+            self.entries.remove(&id);
+        }
+        if !out.released.is_empty() || !out.cancelled.is_empty() {
+            self.wake();
+        }
+        out
+    }
+
+    /// The next thing to report, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<LockEvent> {
+        self.events.pop_front()
+    }
+
+    /// The state of a request, or `None` if unknown (never admitted, released
+    /// or cancelled).
+    pub fn state(&self, id: RequestId) -> Option<RequestState> {
+        self.entries.get(&id).map(|e| e.state)
+    }
+
+    /// The keys of a known request.
+    pub fn request(&self, id: RequestId) -> Option<&LockRequest> {
+        self.entries.get(&id).map(|e| &e.request)
+    }
+
+    /// The owner of a known request.
+    pub fn owner(&self, id: RequestId) -> Option<OwnerId> {
+        self.entries.get(&id).map(|e| e.owner)
+    }
+
+    /// Waiting requests, in arrival order.
+    pub fn waiting(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.waiting.iter().copied()
+    }
+
+    /// Held requests, in id order.
+    pub fn held(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state == RequestState::Held)
+            .map(|(id, _)| *id)
+    }
+
+    /// Number of waiting requests.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Number of held requests.
+    pub fn held_len(&self) -> usize {
+        self.entries.len() - self.waiting.len()
+    }
+
+    /// Whether nothing is held and nothing waits.
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first holder, then the first earlier waiter, that `request` would
+    /// conflict with.
+    fn blocker(&self, request: &LockRequest) -> Option<Blocker> {
+        if let Some(h) = self.conflicting_holder(request) {
+            return Some(Blocker::Holder(h));
+        }
+        if self.flaw == Some(LockFlaw::IgnoreEarlierWaiters) {
+            return None;
+        }
+        let rule = self.rule();
+        self.waiting
+            .iter()
+            .find(|w| {
+                self.entries[*w]
+                    .request
+                    .conflicts_with_rule(request, rule)
+            })
+            .map(|w| Blocker::Waiter(*w))
+    }
+
+    fn conflicting_holder(&self, request: &LockRequest) -> Option<RequestId> {
+        let rule = self.rule();
+        for (domain, key, shared) in request.locks() {
+            let Some(h) = self.holdings.get(&LockId {
+                domain: *domain,
+                key: key.to_owned(),
+            }) else {
+                continue;
+            };
+            if let Some(x) = h.exclusive
+                && rule.modes_conflict(shared, false)
+            {
+                return Some(x);
+            }
+            if let Some(s) = h.shared.first()
+                && rule.modes_conflict(shared, true)
+            {
+                return Some(*s);
+            }
+        }
+        None
+    }
+
+    /// Re-examines waiters in arrival order after something was released or
+    /// cancelled.
+    fn wake(&mut self) {
+        if self.flaw == Some(LockFlaw::LostWakeup) {
+            return;
+        }
+        let rule = self.rule();
+        let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
+        let candidates: Vec<RequestId> = self.waiting.iter().copied().collect();
+        let mut still_waiting: Vec<RequestId> = Vec::new();
+        for id in candidates {
+            let request = &self.entries[&id].request;
+            let behind_waiter = !ignore_waiters
+                && still_waiting
+                    .iter()
+                    .any(|w| self.entries[w].request.conflicts_with_rule(request, rule));
+            if behind_waiter || self.conflicting_holder(request).is_some() {
+                still_waiting.push(id);
+            } else {
+                self.waiting.remove(&id);
+                self.grant(id);
+            }
+        }
+    }
+
+    fn grant(&mut self, id: RequestId) {
+        self.take_keys(id);
+        let owner = self.entries[&id].owner;
+        self.events.push_back(LockEvent::Granted { request: id, owner });
+    }
+
+    fn take_keys(&mut self, id: RequestId) {
+        let entry = self.entries.get_mut(&id).expect("granting a known request");
+        debug_assert_eq!(entry.state, RequestState::Waiting);
+        entry.state = RequestState::Held;
+        for (domain, key, shared) in entry.request.locks() {
+            let h = self
+                .holdings
+                .entry(LockId {
+                    domain: *domain,
+                    key: key.to_owned(),
+                })
+                .or_default();
+            if shared {
+                h.shared.insert(id);
+            } else {
+                debug_assert!(
+                    h.exclusive.is_none() || self.flaw.is_some(),
+                    "two exclusive holders of one lock"
+                );
+                h.exclusive = Some(id);
+            }
+            debug_assert!(
+                self.flaw.is_some() || h.exclusive.is_none() || h.shared.is_empty(),
+                "exclusive and shared holders of one lock"
+            );
+        }
+    }
+
+    fn drop_keys(&mut self, id: RequestId) {
+        let entry = &self.entries[&id];
+        for (domain, key, _) in entry.request.locks() {
+            let lock = LockId {
+                domain: *domain,
+                key: key.to_owned(),
+            };
+            if let Some(h) = self.holdings.get_mut(&lock) {
+                if h.exclusive == Some(id) {
+                    h.exclusive = None;
+                }
+                h.shared.remove(&id);
+                if h.is_empty() {
+                    self.holdings.remove(&lock);
+                }
+            }
+        }
+    }
+}
+
+/// What [`LockTable::release_owner`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerRelease {
+    /// Held requests released, in id order.
+    pub released: Vec<RequestId>,
+    /// Waiting requests cancelled, in id order.
+    pub cancelled: Vec<RequestId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(keys: &[ResourceKey]) -> LockRequest {
+        LockRequest::new(keys.iter().cloned()).unwrap()
+    }
+
+    fn x(name: &str) -> ResourceKey {
+        ResourceKey::db(name, false)
+    }
+
+    fn r(name: &str) -> ResourceKey {
+        ResourceKey::db(name, true)
+    }
+
+    fn grants(t: &mut LockTable) -> Vec<RequestId> {
+        let mut out = Vec::new();
+        while let Some(LockEvent::Granted { request, .. }) = t.poll_event() {
+            out.push(request);
+        }
+        out
+    }
+
+    const A: OwnerId = OwnerId(1);
+    const B: OwnerId = OwnerId(2);
+    const C: OwnerId = OwnerId(3);
+
+    #[test]
+    fn display_shows_domain_key_and_mode() {
+        assert_eq!(ResourceKey::shared_cluster().to_string(), "Cluster:@R");
+        assert_eq!(ResourceKey::exclusive_cluster().to_string(), "Cluster:@X");
+        assert_eq!(
+            ResourceKey::collection("db1", "c1", true).to_string(),
+            "CollectionName:db1:c1@R"
+        );
+        assert_eq!(ResourceKey::privilege().to_string(), "Privilege:@X");
+        assert_eq!(
+            ResourceKey::snapshot(42, "s", false).to_string(),
+            "SnapshotName:42:s@X"
+        );
+        assert_eq!(ResourceKey::db("d", false).to_string(), "DBName:d@X");
+    }
+
+    #[test]
+    fn collection_key_with_empty_db_uses_default_db() {
+        assert_eq!(ResourceKey::collection("", "c", true).key, "default:c");
+    }
+
+    #[test]
+    fn privilege_key_is_always_exclusive_and_empty() {
+        let k = ResourceKey::privilege();
+        assert!(!k.shared);
+        assert_eq!(k.key, "");
+    }
+
+    #[test]
+    fn empty_request_is_an_error() {
+        assert_eq!(LockRequest::new([]), Err(LockError::EmptyRequest));
+    }
+
+    #[test]
+    fn normalization_dedups_on_whole_key_and_sorts_cluster_last() {
+        let q = LockRequest::for_broadcast([
+            ResourceKey::cluster(true),
+            x("b"),
+            r("a"),
+            x("b"),
+            ResourceKey::collection("a", "c", true),
+            r("b"),
+        ]);
+        let shown: Vec<String> = q.keys().iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "DBName:a@R",
+                "DBName:b@X",
+                "DBName:b@R",
+                "CollectionName:a:c@R",
+                "Cluster:@R"
+            ]
+        );
+        // Both modes of `b` survive; the lock is taken exclusive.
+        let modes: Vec<(String, bool)> = q
+            .locks()
+            .map(|(d, k, s)| (format!("{d}:{k}"), s))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("DBName:a".to_string(), true),
+                ("DBName:b".to_string(), false),
+                ("CollectionName:a:c".to_string(), true),
+                ("Cluster:".to_string(), true),
+            ]
+        );
+    }
+
+    #[test]
+    fn broadcast_requests_get_shared_cluster_unless_they_name_a_cluster_key() {
+        let q = LockRequest::for_broadcast([x("a")]);
+        assert_eq!(q.keys().last(), Some(&ResourceKey::shared_cluster()));
+        let q = LockRequest::for_broadcast([x("a"), ResourceKey::exclusive_cluster()]);
+        assert_eq!(
+            q.keys(),
+            &[x("a"), ResourceKey::exclusive_cluster()],
+            "no shared cluster added next to an explicit cluster key"
+        );
+        let q = LockRequest::for_broadcast([]);
+        assert_eq!(q.keys(), &[ResourceKey::shared_cluster()]);
+    }
+
+    #[test]
+    fn shared_flag_is_a_mode_not_part_of_identity() {
+        assert!(r("a").conflicts_with(&x("a")));
+        assert!(x("a").conflicts_with(&x("a")));
+        assert!(!r("a").conflicts_with(&r("a")));
+        assert!(!x("a").conflicts_with(&x("b")));
+        assert!(!x("a").conflicts_with(&ResourceKey::collection("a", "", false)));
+    }
+
+    #[test]
+    fn exclusive_cluster_excludes_every_broadcast_request() {
+        let all = LockRequest::for_broadcast([ResourceKey::exclusive_cluster()]);
+        let other = LockRequest::for_broadcast([r("z")]);
+        assert!(all.conflicts_with(&other));
+        let mut t = LockTable::new();
+        t.acquire(A, all);
+        assert_eq!(grants(&mut t).len(), 1);
+        assert!(matches!(
+            t.try_acquire(B, other),
+            Err(LockError::WouldBlock(Blocker::Holder(_)))
+        ));
+    }
+
+    #[test]
+    fn uncontended_acquire_is_granted_immediately_and_reported_once() {
+        let mut t = LockTable::new();
+        let id = t.acquire(A, req(&[x("a")]));
+        assert_eq!(t.state(id), Some(RequestState::Held));
+        assert_eq!(grants(&mut t), [id]);
+        assert_eq!(grants(&mut t), []);
+    }
+
+    #[test]
+    fn shared_holders_coexist() {
+        let mut t = LockTable::new();
+        let a = t.acquire(A, req(&[r("a")]));
+        let b = t.acquire(B, req(&[r("a")]));
+        assert_eq!(grants(&mut t), [a, b]);
+        assert_eq!(t.held_len(), 2);
+    }
+
+    #[test]
+    fn conflicting_acquire_waits_until_release_then_is_granted() {
+        let mut t = LockTable::new();
+        let a = t.acquire(A, req(&[x("a")]));
+        let b = t.acquire(B, req(&[r("a")]));
+        assert_eq!(grants(&mut t), [a]);
+        assert_eq!(t.state(b), Some(RequestState::Waiting));
+        t.release(a).unwrap();
+        assert_eq!(grants(&mut t), [b]);
+        assert_eq!(t.state(b), Some(RequestState::Held));
+    }
+
+    #[test]
+    fn acquisition_is_all_or_nothing() {
+        let mut t = LockTable::new();
+        let a = t.acquire(A, req(&[x("b")]));
+        let b = t.acquire(B, req(&[x("a"), x("b")]));
+        grants(&mut t);
+        // `b` holds nothing while it waits: `a`'s key is free for others.
+        assert_eq!(t.state(b), Some(RequestState::Waiting));
+        assert!(t.try_acquire(C, req(&[x("c")])).is_ok());
+        t.release(a).unwrap();
+        assert_eq!(grants(&mut t), [b]);
+    }
+
+    #[test]
+    fn waiter_is_not_overtaken_by_a_later_conflicting_request() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        let w1 = t.acquire(B, req(&[x("a"), x("b")]));
+        // `w2` conflicts only with the waiter `w1`, not with any holder.
+        let w2 = t.acquire(C, req(&[x("b")]));
+        assert_eq!(grants(&mut t), [h]);
+        assert_eq!(t.state(w2), Some(RequestState::Waiting));
+        t.release(h).unwrap();
+        assert_eq!(grants(&mut t), [w1]);
+        t.release(w1).unwrap();
+        assert_eq!(grants(&mut t), [w2]);
+    }
+
+    #[test]
+    fn non_conflicting_later_waiter_is_granted_past_a_blocked_one() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        let w1 = t.acquire(B, req(&[x("a")]));
+        let w2 = t.acquire(C, req(&[x("b")]));
+        assert_eq!(grants(&mut t), [h, w2]);
+        assert_eq!(t.state(w1), Some(RequestState::Waiting));
+    }
+
+    #[test]
+    fn release_grants_waiters_in_arrival_order() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        let w1 = t.acquire(B, req(&[r("a")]));
+        let w2 = t.acquire(C, req(&[r("a")]));
+        grants(&mut t);
+        t.release(h).unwrap();
+        assert_eq!(grants(&mut t), [w1, w2]);
+    }
+
+    #[test]
+    fn try_acquire_never_overtakes_a_waiter() {
+        let mut t = LockTable::new();
+        let _h = t.acquire(A, req(&[x("a")]));
+        let w = t.acquire(B, req(&[x("a"), x("b")]));
+        assert_eq!(
+            t.try_acquire(C, req(&[x("b")])),
+            Err(LockError::WouldBlock(Blocker::Waiter(w)))
+        );
+    }
+
+    #[test]
+    fn failed_try_acquire_changes_nothing() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        grants(&mut t);
+        let before = t.clone();
+        assert_eq!(
+            t.try_acquire(B, req(&[x("a")])),
+            Err(LockError::WouldBlock(Blocker::Holder(h)))
+        );
+        assert_eq!(t, before);
+        assert_eq!(grants(&mut t), []);
+    }
+
+    #[test]
+    fn successful_try_acquire_reports_no_event() {
+        let mut t = LockTable::new();
+        let id = t.try_acquire(A, req(&[x("a")])).unwrap();
+        assert_eq!(t.state(id), Some(RequestState::Held));
+        assert_eq!(grants(&mut t), []);
+    }
+
+    #[test]
+    fn cancel_withdraws_a_waiter_and_unblocks_those_behind_it() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        let w1 = t.acquire(B, req(&[x("a"), x("b")]));
+        let w2 = t.acquire(C, req(&[x("b")]));
+        assert_eq!(grants(&mut t), [h]);
+        t.cancel(w1).unwrap();
+        assert_eq!(t.state(w1), None);
+        assert_eq!(grants(&mut t), [w2]);
+    }
+
+    #[test]
+    fn misuse_is_a_typed_error_that_changes_nothing() {
+        let mut t = LockTable::new();
+        let h = t.acquire(A, req(&[x("a")]));
+        let w = t.acquire(B, req(&[x("a")]));
+        grants(&mut t);
+        let before = t.clone();
+        assert_eq!(t.release(w), Err(LockError::NotHeld(w)));
+        assert_eq!(t.cancel(h), Err(LockError::NotWaiting(h)));
+        assert_eq!(
+            t.release(RequestId(99)),
+            Err(LockError::UnknownRequest(RequestId(99)))
+        );
+        assert_eq!(
+            t.cancel(RequestId(99)),
+            Err(LockError::UnknownRequest(RequestId(99)))
+        );
+        assert_eq!(t, before);
+        t.release(h).unwrap();
+        assert_eq!(
+            t.release(h),
+            Err(LockError::UnknownRequest(h)),
+            "double release"
+        );
+    }
+
+    #[test]
+    fn release_owner_drops_holds_and_waits_in_one_step() {
+        let mut t = LockTable::new();
+        let a1 = t.acquire(A, req(&[x("a")]));
+        let b1 = t.acquire(B, req(&[x("b")]));
+        let a2 = t.acquire(A, req(&[x("b")]));
+        let c1 = t.acquire(C, req(&[x("a")]));
+        assert_eq!(grants(&mut t), [a1, b1]);
+        let out = t.release_owner(A);
+        assert_eq!(out.released, [a1]);
+        assert_eq!(out.cancelled, [a2]);
+        assert_eq!(grants(&mut t), [c1]);
+        assert_eq!(t.state(a2), None);
+        assert_eq!(t.release_owner(A), OwnerRelease::default());
+    }
+
+    #[test]
+    fn flaw_ignore_earlier_waiters_lets_a_later_request_overtake() {
+        let mut t = LockTable::with_flaw(Some(LockFlaw::IgnoreEarlierWaiters));
+        let _h = t.acquire(A, req(&[x("a")]));
+        let _w1 = t.acquire(B, req(&[x("a"), x("b")]));
+        let w2 = t.acquire(C, req(&[x("b")]));
+        assert_eq!(t.state(w2), Some(RequestState::Held));
+    }
+
+    #[test]
+    fn flaw_shared_in_identity_lets_reader_and_writer_share() {
+        let mut t = LockTable::with_flaw(Some(LockFlaw::SharedInIdentity));
+        let a = t.acquire(A, req(&[x("a")]));
+        let b = t.acquire(B, req(&[r("a")]));
+        assert_eq!(grants(&mut t), [a, b]);
+    }
+
+    #[test]
+    fn flaw_lost_wakeup_leaves_waiter_after_release() {
+        let mut t = LockTable::with_flaw(Some(LockFlaw::LostWakeup));
+        let a = t.acquire(A, req(&[x("a")]));
+        let b = t.acquire(B, req(&[x("a")]));
+        grants(&mut t);
+        t.release(a).unwrap();
+        assert_eq!(t.state(b), Some(RequestState::Waiting));
+    }
+}
+
+#[cfg(test)]
+mod model {
+    //! The table against a deliberately naive model: lists, pairwise key
+    //! comparison, and the fairness rule read straight from SEMANTICS.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Acquire(u64, Vec<ResourceKey>),
+        Try(u64, Vec<ResourceKey>),
+        Cancel(usize),
+        Release(usize),
+        ReleaseOwner(u64),
+    }
+
+    #[derive(Default)]
+    struct Naive {
+        next: u64,
+        /// (id, owner, raw keys), arrival order.
+        held: Vec<(u64, u64, Vec<ResourceKey>)>,
+        waiting: Vec<(u64, u64, Vec<ResourceKey>)>,
+    }
+
+    fn clash(a: &[ResourceKey], b: &[ResourceKey]) -> bool {
+        a.iter().any(|x| {
+            b.iter()
+                .any(|y| x.domain == y.domain && x.key == y.key && (!x.shared || !y.shared))
+        })
+    }
+
+    impl Naive {
+        fn free(&self, keys: &[ResourceKey], earlier_waiters: usize) -> bool {
+            self.held.iter().all(|(_, _, h)| !clash(h, keys))
+                && self.waiting[..earlier_waiters]
+                    .iter()
+                    .all(|(_, _, w)| !clash(w, keys))
+        }
+
+        /// Grants every waiter the rule allows, in arrival order.
+        fn settle(&mut self) -> Vec<u64> {
+            let mut granted = Vec::new();
+            let mut i = 0;
+            while i < self.waiting.len() {
+                if self.free(&self.waiting[i].2.clone(), i) {
+                    let w = self.waiting.remove(i);
+                    granted.push(w.0);
+                    self.held.push(w);
+                } else {
+                    i += 1;
+                }
+            }
+            granted
+        }
+
+        fn acquire(&mut self, owner: u64, keys: Vec<ResourceKey>) -> Vec<u64> {
+            self.next += 1;
+            self.waiting.push((self.next, owner, keys));
+            self.settle()
+        }
+
+        fn try_acquire(&mut self, owner: u64, keys: Vec<ResourceKey>) -> Option<u64> {
+            if !self.free(&keys, self.waiting.len()) {
+                return None;
+            }
+            self.next += 1;
+            self.held.push((self.next, owner, keys));
+            Some(self.next)
+        }
+    }
+
+    fn key() -> impl Strategy<Value = ResourceKey> + Clone {
+        (0..5usize, 0..2u8, any::<bool>()).prop_map(|(d, k, shared)| {
+            let name = ["p", "q"][k as usize];
+            match Domain::ALL[d] {
+                Domain::DbName => ResourceKey::db(name, shared),
+                Domain::CollectionName => ResourceKey::collection("db", name, shared),
+                Domain::Privilege => ResourceKey::privilege(),
+                Domain::SnapshotName => ResourceKey::snapshot(7, name, shared),
+                Domain::Cluster => ResourceKey::cluster(shared || k == 0),
+            }
+        })
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let keys = prop::collection::vec(key(), 1..4);
+        prop_oneof![
+            4 => (0..4u64, keys.clone()).prop_map(|(o, k)| Op::Acquire(o, k)),
+            2 => (0..4u64, keys).prop_map(|(o, k)| Op::Try(o, k)),
+            2 => any::<usize>().prop_map(Op::Cancel),
+            4 => any::<usize>().prop_map(Op::Release),
+            1 => (0..4u64).prop_map(Op::ReleaseOwner),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn table_agrees_with_naive_model_on_every_grant(ops in prop::collection::vec(op(), 1..60)) {
+            let mut t = LockTable::new();
+            let mut m = Naive::default();
+            for op in ops {
+                match op {
+                    Op::Acquire(o, keys) => {
+                        let id = t.acquire(OwnerId(o), LockRequest::new(keys.clone()).unwrap());
+                        let expect = m.acquire(o, keys);
+                        prop_assert_eq!(id.0, m.next);
+                        let got: Vec<u64> = std::iter::from_fn(|| t.poll_event())
+                            .map(|LockEvent::Granted { request, .. }| request.0)
+                            .collect();
+                        prop_assert_eq!(got, expect);
+                    }
+                    Op::Try(o, keys) => {
+                        let got = t.try_acquire(OwnerId(o), LockRequest::new(keys.clone()).unwrap());
+                        let expect = m.try_acquire(o, keys);
+                        prop_assert_eq!(got.ok().map(|r| r.0), expect);
+                    }
+                    Op::Cancel(i) => {
+                        if m.waiting.is_empty() { continue; }
+                        let id = m.waiting[i % m.waiting.len()].0;
+                        prop_assert_eq!(t.cancel(RequestId(id)), Ok(()));
+                        m.waiting.retain(|w| w.0 != id);
+                        let expect = m.settle();
+                        let got: Vec<u64> = std::iter::from_fn(|| t.poll_event())
+                            .map(|LockEvent::Granted { request, .. }| request.0)
+                            .collect();
+                        prop_assert_eq!(got, expect);
+                    }
+                    Op::Release(i) => {
+                        if m.held.is_empty() { continue; }
+                        let id = m.held[i % m.held.len()].0;
+                        prop_assert_eq!(t.release(RequestId(id)), Ok(()));
+                        m.held.retain(|h| h.0 != id);
+                        let expect = m.settle();
+                        let got: Vec<u64> = std::iter::from_fn(|| t.poll_event())
+                            .map(|LockEvent::Granted { request, .. }| request.0)
+                            .collect();
+                        prop_assert_eq!(got, expect);
+                    }
+                    Op::ReleaseOwner(o) => {
+                        t.release_owner(OwnerId(o));
+                        m.held.retain(|h| h.1 != o);
+                        m.waiting.retain(|w| w.1 != o);
+                        let expect = m.settle();
+                        let got: Vec<u64> = std::iter::from_fn(|| t.poll_event())
+                            .map(|LockEvent::Granted { request, .. }| request.0)
+                            .collect();
+                        prop_assert_eq!(got, expect);
+                    }
+                }
+                prop_assert_eq!(t.held_len(), m.held.len());
+                prop_assert_eq!(t.waiting_len(), m.waiting.len());
+            }
+        }
+    }
+}

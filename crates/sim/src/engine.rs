@@ -1,0 +1,862 @@
+//! The discrete-event engine every protocol runs on.
+//!
+//! A [`World`] is a protocol's state ([`Protocol`]) plus the [`Core`]: an event
+//! queue ordered by (virtual time, sequence number), the virtual clock, the
+//! nodes (up or down, and an incarnation number that a crash bumps), the
+//! [`Chooser`] through which every decision goes, the fault state drawn for
+//! this run, and the trace.
+//!
+//! A run is a chaos phase (faults on) followed by a heal phase (faults off;
+//! the protocol restarts what crashed and heals what is split). Safety
+//! invariants are checked during every event (the protocol reports a breach
+//! with [`Core::violate`]); liveness invariants once the run stops
+//! ([`Protocol::check_liveness`]). Events bound to a node incarnation
+//! (timers, in-flight effects, messages to it) are dropped once that node
+//! crashes: volatile state, timers and in-flight effects are lost.
+//!
+//! Determinism: the queue is a `BTreeMap` keyed by (time, seq); simultaneous
+//! events are ordered by a decision, never by insertion or hashing; the trace
+//! digest chains a stable hash of every record, step by step.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use simcast_machines::time::Time;
+use tracing::Level;
+
+use crate::choice::{Chooser, Decision, Source};
+use crate::faults::{FaultConfig, FaultState};
+use crate::hash::{StableHasher, chain, stable_hash};
+use crate::registry::{PANIC_INVARIANT, ProtocolInfo};
+
+/// A node hosted by the world (a server, a client, a replica...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+/// Who an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The environment: always delivered.
+    Env,
+    /// A node incarnation: dropped if the node is down or has restarted since
+    /// the event was scheduled.
+    Node {
+        /// The node.
+        node: NodeId,
+        /// Its incarnation when the event was scheduled.
+        incarnation: u32,
+    },
+}
+
+/// The phase of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Faults are injected.
+    Chaos,
+    /// Faults are off; everything must settle.
+    Heal,
+}
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stop {
+    /// No event left.
+    Quiet,
+    /// The protocol reported, in the heal phase, that all its work is done.
+    Settled,
+    /// The next event lies beyond the end of the heal phase.
+    TimeLimit,
+    /// The run reached its maximum number of events.
+    StepLimit,
+    /// An invariant was violated.
+    Violation,
+}
+
+impl Stop {
+    /// A stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Quiet => "quiet",
+            Stop::Settled => "settled",
+            Stop::TimeLimit => "time_limit",
+            Stop::StepLimit => "step_limit",
+            Stop::Violation => "violation",
+        }
+    }
+}
+
+/// The invariant reported when a run does not finish within its step limit.
+pub const STEP_LIMIT_INVARIANT: &str = "sim.step_limit";
+
+/// A protocol's world: its nodes' machines, the external systems they talk
+/// to, the workload, and the history its invariants are checked against.
+///
+/// `Hash` is the world's fingerprint: it must cover everything that affects
+/// future behaviour and may skip pure bookkeeping (counters, histories kept
+/// only for reporting).
+pub trait Protocol: Clone + Hash + fmt::Debug {
+    /// What the queue carries: messages, timer firings, completions.
+    type Event: Clone + Hash + fmt::Debug + fmt::Display;
+    /// Trace notes the protocol adds while handling an event.
+    type Note: Clone + Hash + fmt::Debug + fmt::Display;
+
+    /// The protocol's names: invariants, mutants, fault kinds.
+    fn info() -> &'static ProtocolInfo;
+
+    /// Creates the nodes and schedules the first events.
+    fn start(&mut self, cx: &mut Cx<Self>);
+
+    /// Handles one event. `node` is the node it was delivered to, if any.
+    fn handle(&mut self, cx: &mut Cx<Self>, node: Option<NodeId>, event: Self::Event);
+
+    /// Called once when the chaos phase ends: restart what crashed, heal
+    /// what is split. Faults are already off.
+    fn heal(&mut self, cx: &mut Cx<Self>);
+
+    /// Whether, after healing, all work is done and the run may stop early.
+    fn settled(&self) -> bool {
+        false
+    }
+
+    /// Checks the liveness invariants once the run has stopped; returns the
+    /// first one that does not hold, with a message saying what is pending.
+    fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)>;
+}
+
+/// The core a protocol `P` sees while handling events.
+pub type Cx<P> = Core<<P as Protocol>::Event, <P as Protocol>::Note>;
+
+/// One thing that happened, as kept in a trace.
+#[derive(Clone, Debug, Hash)]
+pub enum Entry<E, N> {
+    /// An event was delivered.
+    Deliver {
+        /// To whom.
+        target: Target,
+        /// What.
+        event: E,
+    },
+    /// An event was dropped because its node crashed or restarted.
+    Drop {
+        /// To whom it was.
+        target: Target,
+        /// What it was.
+        event: E,
+    },
+    /// A protocol note.
+    Note(N),
+    /// A node crashed.
+    Crash(NodeId),
+    /// A node restarted.
+    Restart(NodeId),
+    /// A fault of this kind was injected.
+    Fault(&'static str),
+    /// The run entered a phase.
+    Phase(Phase),
+    /// The fault options drawn for this run.
+    Options(String),
+    /// An invariant was violated.
+    Violation {
+        /// Which.
+        invariant: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A trace record: what happened, at which step and virtual time.
+#[derive(Clone, Debug)]
+pub struct Record<E, N> {
+    /// The step (event number, from 1; 0 = before the first event).
+    pub step: u64,
+    /// Virtual time.
+    pub time: Time,
+    /// What happened.
+    pub entry: Entry<E, N>,
+}
+
+/// A record rendered for people: plain strings, no protocol types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceLine {
+    /// The step.
+    pub step: u64,
+    /// Virtual time.
+    pub time: Time,
+    /// `deliver`, `drop`, `note`, `crash`, `restart`, `fault`, `phase`,
+    /// `options` or `violation`.
+    pub kind: &'static str,
+    /// The node concerned, if any.
+    pub node: Option<String>,
+    /// The rest, human-readable.
+    pub text: String,
+}
+
+impl fmt::Display for TraceLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self.time.to_string();
+        write!(f, "{:>6} {:>12} {:<9}", self.step, time, self.kind)?;
+        if let Some(node) = &self.node {
+            write!(f, " {node}:")?;
+        }
+        write!(f, " {}", self.text)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Trace<E, N> {
+    keep: bool,
+    record_steps: bool,
+    records: Vec<Record<E, N>>,
+    step_hasher: StableHasher,
+    digest: u64,
+    step_digests: Vec<u64>,
+}
+
+impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
+    fn push(&mut self, step: u64, time: Time, entry: Entry<E, N>) {
+        time.hash(&mut self.step_hasher);
+        entry.hash(&mut self.step_hasher);
+        if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
+            tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", EntryDisplay(&entry));
+        }
+        if self.keep {
+            self.records.push(Record { step, time, entry });
+        }
+    }
+
+    /// Closes a step: chains its hash onto the digest and, if asked, keeps
+    /// the digest so that `step_digests[s]` is the digest after step `s`.
+    fn end_step(&mut self) {
+        self.seal();
+        if self.record_steps {
+            self.step_digests.push(self.digest);
+        }
+    }
+
+    /// Chains what was recorded since the last step onto the digest, without
+    /// making it a step (the final liveness verdict).
+    fn seal(&mut self) {
+        let h = std::mem::take(&mut self.step_hasher).finish();
+        self.digest = chain(self.digest, h);
+    }
+}
+
+struct EntryDisplay<'a, E, N>(&'a Entry<E, N>);
+
+impl<E: fmt::Display, N: fmt::Display> fmt::Display for EntryDisplay<'_, E, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Entry::Deliver { event, .. } => write!(f, "{event}"),
+            Entry::Drop { event, .. } => write!(f, "{event} (node crashed)"),
+            Entry::Note(n) => write!(f, "{n}"),
+            Entry::Crash(n) => write!(f, "node {} crashed", n.0),
+            Entry::Restart(n) => write!(f, "node {} restarted", n.0),
+            Entry::Fault(kind) => write!(f, "{kind}"),
+            Entry::Phase(Phase::Chaos) => f.write_str("chaos"),
+            Entry::Phase(Phase::Heal) => f.write_str("heal: faults off"),
+            Entry::Options(s) => f.write_str(s),
+            Entry::Violation { invariant, message } => write!(f, "{invariant}: {message}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash)]
+enum Item<E> {
+    Event(E),
+    Heal,
+}
+
+#[derive(Clone, Debug)]
+struct Queued<E> {
+    target: Target,
+    item: Item<E>,
+}
+
+/// At most this many simultaneous events are considered for one tie-break
+/// decision; the rest wait for a later step.
+const MAX_TIE: usize = 64;
+
+#[derive(Clone, Debug)]
+struct Queue<E> {
+    map: BTreeMap<(Time, u64), Queued<E>>,
+    next_seq: u64,
+}
+
+impl<E: Hash> Queue<E> {
+    fn push(&mut self, at: Time, q: Queued<E>) {
+        self.next_seq += 1;
+        self.map.insert((at, self.next_seq), q);
+    }
+
+    fn peek_time(&self) -> Option<Time> {
+        self.map.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Removes the next event; among simultaneous ones, a decision picks.
+    fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
+        let t = self.peek_time()?;
+        let ties = self
+            .map
+            .range((t, 0)..=(t, u64::MAX))
+            .take(MAX_TIE)
+            .count();
+        let key = if ties > 1 {
+            let pick = chooser.choose(ties as u32) as usize;
+            *self
+                .map
+                .range((t, 0)..=(t, u64::MAX))
+                .nth(pick)
+                .expect("pick < ties")
+                .0
+        } else {
+            *self.map.keys().next().expect("non-empty")
+        };
+        self.map.remove(&key).map(|q| (t, q))
+    }
+
+    /// Hashes the pending events in delivery order, without sequence numbers
+    /// (they are counters, not state).
+    fn fingerprint(&self, h: &mut StableHasher) {
+        self.map.len().hash(h);
+        for ((t, _), q) in &self.map {
+            t.hash(h);
+            q.target.hash(h);
+            q.item.hash(h);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash)]
+struct NodeSlot {
+    up: bool,
+    incarnation: u32,
+}
+
+/// Timing of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// When the chaos phase ends and the heal phase starts.
+    pub chaos_end: Time,
+    /// When the heal phase ends: no event after this is delivered.
+    pub end: Time,
+    /// The most events a run may take.
+    pub max_steps: u64,
+}
+
+/// What to collect while running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Keep every trace record (for printing); off in sweeps.
+    pub keep_trace: bool,
+    /// Keep the digest after every step (for divergence reports).
+    pub record_steps: bool,
+}
+
+/// The engine state a protocol handles events against.
+#[derive(Clone, Debug)]
+pub struct Core<E, N> {
+    info: &'static ProtocolInfo,
+    now: Time,
+    step: u64,
+    phase: Phase,
+    limits: RunLimits,
+    queue: Queue<E>,
+    nodes: Vec<NodeSlot>,
+    node_names: Vec<String>,
+    chooser: Chooser,
+    faults: FaultState,
+    trace: Trace<E, N>,
+    violation: Option<(&'static str, String)>,
+    verdict: Option<Violation>,
+}
+
+impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> {
+    /// Virtual time now.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The current step (the number of the event being handled).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When the chaos phase ends.
+    pub fn chaos_end(&self) -> Time {
+        self.limits.chaos_end
+    }
+
+    /// Adds a node (up, incarnation 0). Call from [`Protocol::start`].
+    pub fn add_node(&mut self, name: impl Into<String>) -> NodeId {
+        let id = NodeId(self.nodes.len() as u32);
+        self.nodes.push(NodeSlot {
+            up: true,
+            incarnation: 0,
+        });
+        self.node_names.push(name.into());
+        id
+    }
+
+    /// The node's name, as shown in traces.
+    pub fn node_name(&self, node: NodeId) -> &str {
+        &self.node_names[node.0 as usize]
+    }
+
+    /// Whether the node is up.
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes[node.0 as usize].up
+    }
+
+    /// The node's incarnation: bumped by every crash.
+    pub fn incarnation(&self, node: NodeId) -> u32 {
+        self.nodes[node.0 as usize].incarnation
+    }
+
+    /// Crashes a node: it is down, and every event bound to its current
+    /// incarnation (timers, in-flight effects, messages to it) will be
+    /// dropped. The protocol drops the node's volatile state itself.
+    pub fn crash(&mut self, node: NodeId) {
+        let slot = &mut self.nodes[node.0 as usize];
+        debug_assert!(slot.up, "crashing a node that is down");
+        slot.up = false;
+        slot.incarnation += 1;
+        self.record(Entry::Crash(node));
+    }
+
+    /// Restarts a crashed node under its new incarnation. The protocol
+    /// rebuilds the node from its durable state itself.
+    pub fn restart(&mut self, node: NodeId) {
+        let slot = &mut self.nodes[node.0 as usize];
+        debug_assert!(!slot.up, "restarting a node that is up");
+        slot.up = true;
+        self.record(Entry::Restart(node));
+    }
+
+    /// Schedules an environment event at `at` (clamped to now).
+    pub fn env_at(&mut self, at: Time, event: E) {
+        self.push(at, Target::Env, event);
+    }
+
+    /// Schedules an environment event after `delay_us` microseconds.
+    pub fn env_after(&mut self, delay_us: u64, event: E) {
+        let at = Time::from_micros(self.now.as_micros().saturating_add(delay_us));
+        self.push(at, Target::Env, event);
+    }
+
+    /// Schedules an event for `node`'s current incarnation at `at`: dropped
+    /// if the node crashes before then. Timers, effect completions and
+    /// messages to the node all go through here.
+    pub fn node_at(&mut self, node: NodeId, at: Time, event: E) {
+        let incarnation = self.incarnation(node);
+        self.push(at, Target::Node { node, incarnation }, event);
+    }
+
+    /// [`Core::node_at`] after `delay_us` microseconds.
+    pub fn node_after(&mut self, node: NodeId, delay_us: u64, event: E) {
+        let at = Time::from_micros(self.now.as_micros().saturating_add(delay_us));
+        self.node_at(node, at, event);
+    }
+
+    fn push(&mut self, at: Time, target: Target, event: E) {
+        let at = at.max(self.now);
+        self.queue.push(
+            at,
+            Queued {
+                target,
+                item: Item::Event(event),
+            },
+        );
+    }
+
+    /// A workload decision: one of `n` alternatives.
+    pub fn choose(&mut self, n: u32) -> u32 {
+        self.chooser.choose(n)
+    }
+
+    /// A workload decision: a value in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        self.chooser.between(lo, hi)
+    }
+
+    /// A workload decision: `true` with probability `ppm` per million.
+    pub fn chance(&mut self, ppm: u32) -> bool {
+        self.chooser.chance(ppm)
+    }
+
+    /// Whether to inject a fault of kind `kind` (an index into the
+    /// protocol's fault list) at this opportunity. Never in the heal phase,
+    /// never for a kind this run has off, never beyond the fault budget.
+    pub fn fault(&mut self, kind: usize) -> bool {
+        if self.phase != Phase::Chaos {
+            return false;
+        }
+        let Some(ppm) = self.faults.armed(kind) else {
+            return false;
+        };
+        if !self.chooser.fault_chance(ppm) {
+            return false;
+        }
+        self.faults.count(kind);
+        let name = self.info.faults[kind].name;
+        self.record(Entry::Fault(name));
+        true
+    }
+
+    /// Adds a note to the trace.
+    pub fn note(&mut self, note: N) {
+        self.record(Entry::Note(note));
+    }
+
+    /// Reports a safety violation: the run stops after this event. The first
+    /// report of a step wins.
+    pub fn violate(&mut self, invariant: &'static str, message: impl Into<String>) {
+        debug_assert!(
+            self.info.invariant(invariant).is_some(),
+            "unknown invariant {invariant}"
+        );
+        if self.violation.is_none() {
+            self.violation = Some((invariant, message.into()));
+        }
+    }
+
+    /// Whether a violation has been reported in this step.
+    pub fn violated(&self) -> bool {
+        self.violation.is_some()
+    }
+
+    fn record(&mut self, entry: Entry<E, N>) {
+        self.trace.push(self.step, self.now, entry);
+    }
+
+    /// Records the run's violation (once) and keeps it as the verdict.
+    fn convict(&mut self, invariant: &'static str, message: String) {
+        debug_assert!(self.verdict.is_none());
+        self.verdict = Some(Violation {
+            invariant: invariant.to_owned(),
+            step: self.step,
+            time: self.now,
+            message: message.clone(),
+        });
+        self.record(Entry::Violation { invariant, message });
+    }
+
+    fn render(&self, r: &Record<E, N>) -> TraceLine {
+        let node_of = |t: &Target| match t {
+            Target::Env => None,
+            Target::Node { node, .. } => Some(self.node_name(*node).to_owned()),
+        };
+        let (kind, node) = match &r.entry {
+            Entry::Deliver { target, .. } => ("deliver", node_of(target)),
+            Entry::Drop { target, .. } => ("drop", node_of(target)),
+            Entry::Note(_) => ("note", None),
+            Entry::Crash(n) => ("crash", Some(self.node_name(*n).to_owned())),
+            Entry::Restart(n) => ("restart", Some(self.node_name(*n).to_owned())),
+            Entry::Fault(_) => ("fault", None),
+            Entry::Phase(_) => ("phase", None),
+            Entry::Options(_) => ("options", None),
+            Entry::Violation { .. } => ("violation", None),
+        };
+        let text = match &r.entry {
+            Entry::Crash(_) => "crashed".to_owned(),
+            Entry::Restart(_) => "restarted".to_owned(),
+            e => EntryDisplay(e).to_string(),
+        };
+        TraceLine {
+            step: r.step,
+            time: r.time,
+            kind,
+            node,
+            text,
+        }
+    }
+}
+
+/// A violated invariant, where and when.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Violation {
+    /// The invariant's name, e.g. `locks.exclusion`.
+    pub invariant: String,
+    /// The step at which it was seen.
+    pub step: u64,
+    /// The virtual time at which it was seen.
+    pub time: Time,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Events handled (steps).
+    pub events: u64,
+    /// The trace digest.
+    pub digest: u64,
+    /// Virtual time at the end.
+    pub end_time: Time,
+    /// Why the run stopped.
+    pub stop: Stop,
+    /// The violation, if any.
+    pub violation: Option<Violation>,
+    /// Faults injected, per kind (every kind of the protocol, zeros included).
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Every decision taken, in order.
+    pub decisions: Vec<Decision>,
+    /// The digest after each step, if recorded.
+    pub step_digests: Vec<u64>,
+    /// The rendered trace, if kept.
+    pub trace: Vec<TraceLine>,
+}
+
+/// A protocol world on the engine.
+#[derive(Clone, Debug)]
+pub struct World<P: Protocol> {
+    proto: P,
+    core: Cx<P>,
+    stopped: Option<Stop>,
+}
+
+impl<P: Protocol> World<P> {
+    /// Builds the world: draws the fault options (swarm), starts the protocol.
+    pub fn new(
+        proto: P,
+        limits: RunLimits,
+        faults: &FaultConfig,
+        source: Source,
+        opts: RunOptions,
+    ) -> World<P> {
+        let info = P::info();
+        let mut chooser = Chooser::new(source);
+        let (fault_state, options) = FaultState::draw(info, faults, &mut chooser);
+        let mut core = Core {
+            info,
+            now: Time::ZERO,
+            step: 0,
+            phase: Phase::Chaos,
+            limits,
+            queue: Queue {
+                map: BTreeMap::new(),
+                next_seq: 0,
+            },
+            nodes: Vec::new(),
+            node_names: Vec::new(),
+            chooser,
+            faults: fault_state,
+            trace: Trace {
+                keep: opts.keep_trace,
+                record_steps: opts.record_steps,
+                records: Vec::new(),
+                step_hasher: StableHasher::new(),
+                digest: stable_hash(&("simcast-trace", 1u32, info.name)),
+                step_digests: Vec::new(),
+            },
+            violation: None,
+            verdict: None,
+        };
+        core.record(Entry::Options(options));
+        core.queue.push(
+            limits.chaos_end,
+            Queued {
+                target: Target::Env,
+                item: Item::Heal,
+            },
+        );
+        let mut world = World {
+            proto,
+            core,
+            stopped: None,
+        };
+        world.guarded(|proto, core| proto.start(core));
+        world.close_step();
+        world
+    }
+
+    /// The protocol state.
+    pub fn protocol(&self) -> &P {
+        &self.proto
+    }
+
+    /// The engine state.
+    pub fn core(&self) -> &Cx<P> {
+        &self.core
+    }
+
+    /// Why the run stopped, once it has.
+    pub fn stopped(&self) -> Option<Stop> {
+        self.stopped
+    }
+
+    /// Handles the next event. Returns why the run stopped, once it has.
+    pub fn step(&mut self) -> Option<Stop> {
+        if self.stopped.is_some() {
+            return self.stopped;
+        }
+        let Some(next) = self.core.queue.peek_time() else {
+            return Some(self.finish(Stop::Quiet));
+        };
+        if next > self.core.limits.end {
+            return Some(self.finish(Stop::TimeLimit));
+        }
+        if self.core.step >= self.core.limits.max_steps {
+            return Some(self.finish(Stop::StepLimit));
+        }
+        self.core.step += 1;
+        let (time, queued) = self
+            .core
+            .queue
+            .pop(&mut self.core.chooser)
+            .expect("peeked an event");
+        debug_assert!(time >= self.core.now, "time went backwards");
+        self.core.now = time;
+        match queued.item {
+            Item::Heal => {
+                self.core.phase = Phase::Heal;
+                self.core.record(Entry::Phase(Phase::Heal));
+                self.guarded(|proto, core| proto.heal(core));
+            }
+            Item::Event(event) => match queued.target {
+                Target::Env => {
+                    self.core.record(Entry::Deliver {
+                        target: Target::Env,
+                        event: event.clone(),
+                    });
+                    self.guarded(|proto, core| proto.handle(core, None, event));
+                }
+                Target::Node { node, incarnation } => {
+                    let slot = &self.core.nodes[node.0 as usize];
+                    if slot.up && slot.incarnation == incarnation {
+                        self.core.record(Entry::Deliver {
+                            target: queued.target,
+                            event: event.clone(),
+                        });
+                        self.guarded(|proto, core| proto.handle(core, Some(node), event));
+                    } else {
+                        self.core.record(Entry::Drop {
+                            target: queued.target,
+                            event,
+                        });
+                    }
+                }
+            },
+        }
+        if self.close_step() {
+            return self.stopped;
+        }
+        if self.core.phase == Phase::Heal && self.proto.settled() {
+            return Some(self.finish(Stop::Settled));
+        }
+        None
+    }
+
+    /// Runs protocol code; a panic in it becomes a `sim.panic` violation of
+    /// this step instead of tearing down the sweep, so it gets a seed file,
+    /// replays and shrinks like any other failure.
+    fn guarded(&mut self, f: impl FnOnce(&mut P, &mut Cx<P>)) {
+        let (proto, core) = (&mut self.proto, &mut self.core);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(proto, core)));
+        if let Err(payload) = result {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+            self.core.violation = Some((PANIC_INVARIANT, message));
+        }
+    }
+
+    /// Ends the current step; a violation reported during it stops the run.
+    /// Returns whether it did.
+    fn close_step(&mut self) -> bool {
+        let violated = match self.core.violation.take() {
+            Some((invariant, message)) => {
+                self.core.convict(invariant, message);
+                self.stopped = Some(Stop::Violation);
+                true
+            }
+            None => false,
+        };
+        self.core.trace.end_step();
+        violated
+    }
+
+    fn finish(&mut self, stop: Stop) -> Stop {
+        let liveness = if stop == Stop::StepLimit {
+            Some((
+                STEP_LIMIT_INVARIANT,
+                format!(
+                    "the run did not finish within {} events (livelock or runaway workload)",
+                    self.core.limits.max_steps
+                ),
+            ))
+        } else {
+            let (proto, core) = (&self.proto, &self.core);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| proto.check_liveness(core)))
+                .unwrap_or_else(|_| {
+                    Some((PANIC_INVARIANT, "panic while checking liveness".to_owned()))
+                })
+        };
+        let stop = match liveness {
+            Some((invariant, message)) => {
+                self.core.convict(invariant, message);
+                self.core.trace.seal();
+                Stop::Violation
+            }
+            None => stop,
+        };
+        self.stopped = Some(stop);
+        stop
+    }
+
+    /// Runs to the end.
+    pub fn run(mut self) -> Outcome {
+        while self.step().is_none() {}
+        self.into_outcome()
+    }
+
+    /// The outcome so far (call once stopped).
+    pub fn into_outcome(self) -> Outcome {
+        let violation = self.core.verdict.clone();
+        let trace = if self.core.trace.keep {
+            self.core
+                .trace
+                .records
+                .iter()
+                .map(|r| self.core.render(r))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let faults = self.core.faults.counts(self.core.info);
+        Outcome {
+            events: self.core.step,
+            digest: self.core.trace.digest,
+            end_time: self.core.now,
+            stop: self.stopped.unwrap_or(Stop::Quiet),
+            violation,
+            faults,
+            decisions: self.core.chooser.into_log(),
+            step_digests: self.core.trace.step_digests,
+            trace,
+        }
+    }
+
+    /// A stable fingerprint of everything that affects what happens next:
+    /// the protocol state, the pending events (in order, without sequence
+    /// numbers), the nodes, the clock, the phase and the fault budget left.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = StableHasher::new();
+        self.proto.hash(&mut h);
+        self.core.queue.fingerprint(&mut h);
+        self.core.nodes.hash(&mut h);
+        self.core.now.hash(&mut h);
+        self.core.phase.hash(&mut h);
+        self.core.faults.fingerprint(&mut h);
+        h.finish()
+    }
+}
+

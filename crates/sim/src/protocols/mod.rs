@@ -1,0 +1,83 @@
+//! The protocols the simulator knows, and the one place that dispatches from
+//! a scenario's workload to a concrete world type.
+//!
+//! Adding a protocol: a module with its world (implementing
+//! [`Protocol`](crate::engine::Protocol)) and its `INFO`, a [`Workload`]
+//! variant, and one arm in each `match` below. Sweeps, replay, shrinking and
+//! exploration then work for it unchanged.
+
+pub mod locks;
+
+use serde_json::Value;
+
+use crate::engine::{Protocol, World};
+use crate::registry::{MutantInfo, ProtocolInfo};
+
+/// A protocol's workload and topology, as read from a scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Workload {
+    /// Clients contending on a lock table.
+    Locks(locks::LocksWorkload),
+}
+
+impl Workload {
+    /// The protocol this workload runs.
+    pub fn protocol(&self) -> &'static ProtocolInfo {
+        match self {
+            Workload::Locks(_) => &locks::INFO,
+        }
+    }
+
+    /// Reads and validates the `[workload]` table of `protocol`.
+    ///
+    /// # Errors
+    /// Unknown keys and bad values, naming the key.
+    pub fn from_value(protocol: &ProtocolInfo, value: Value) -> Result<Workload, String> {
+        fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+        let workload = match protocol.name {
+            "locks" => Workload::Locks(typed(value)?),
+            other => return Err(format!("protocol {other} has no workload type")),
+        };
+        match &workload {
+            Workload::Locks(w) => w.validate()?,
+        }
+        Ok(workload)
+    }
+
+    /// The canonical JSON form.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Workload::Locks(w) => serde_json::to_value(w),
+        }
+        .expect("workloads serialize")
+    }
+}
+
+/// Something to do with a freshly built world, whatever its protocol.
+pub trait WorldVisitor {
+    /// What it produces.
+    type Output;
+    /// Does it.
+    fn visit<P: Protocol>(self, world: World<P>) -> Self::Output;
+}
+
+/// Builds the world of `workload` with `build` (which receives the protocol
+/// state) and hands it to `visitor`.
+pub fn build_protocol<V: WorldVisitor>(
+    workload: &Workload,
+    mutant: Option<&'static MutantInfo>,
+    build: impl BuildWorld,
+    visitor: V,
+) -> V::Output {
+    match workload {
+        Workload::Locks(w) => visitor.visit(build.build(locks::LocksWorld::new(w, mutant))),
+    }
+}
+
+/// Turns a protocol state into a world (the engine options live here).
+pub trait BuildWorld {
+    /// Builds it.
+    fn build<P: Protocol>(self, proto: P) -> World<P>;
+}

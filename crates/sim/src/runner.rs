@@ -1,0 +1,171 @@
+//! Running a scenario: one seed, a recorded choice sequence, or the same
+//! seed twice to check determinism.
+
+use simcast_machines::time::Time;
+
+use crate::choice::Source;
+use crate::engine::{Outcome, Protocol, RunOptions, TraceLine, World};
+use crate::protocols::{BuildWorld, WorldVisitor, build_protocol};
+use crate::registry::{MutantInfo, one_of};
+use crate::scenario::Scenario;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// The mutant, if any (must belong to the scenario's protocol).
+    pub mutant: Option<&'static MutantInfo>,
+    /// The seed of the random source.
+    pub seed: u64,
+    /// A recorded decision sequence; when given, it is replayed instead of
+    /// drawing from the seed.
+    pub choices: Option<Vec<u32>>,
+}
+
+impl RunSpec<'_> {
+    fn source(&self) -> Source {
+        match &self.choices {
+            Some(values) => Source::recorded(values.clone()),
+            None => Source::random(self.seed),
+        }
+    }
+}
+
+/// Resolves a mutant name for a scenario.
+///
+/// # Errors
+/// An unknown name (listing the protocol's mutants) or a mutant of another
+/// protocol.
+pub fn resolve_mutant(
+    scenario: &Scenario,
+    name: Option<&str>,
+) -> Result<Option<&'static MutantInfo>, String> {
+    let Some(name) = name else { return Ok(None) };
+    let protocol = scenario.protocol();
+    if let Some(m) = protocol.mutant(name) {
+        return Ok(Some(m));
+    }
+    match crate::registry::mutant(name) {
+        Some((other, _)) => Err(format!(
+            "mutant `{name}` belongs to protocol {}, but scenario {} runs {}",
+            other.name, scenario.name, protocol.name
+        )),
+        None => Err(format!(
+            "unknown mutant `{name}` (protocol {} has: {})",
+            protocol.name,
+            one_of(protocol.mutants.iter().map(|m| m.name))
+        )),
+    }
+}
+
+struct Build<'a> {
+    spec: &'a RunSpec<'a>,
+    opts: RunOptions,
+}
+
+impl BuildWorld for Build<'_> {
+    fn build<P: Protocol>(self, proto: P) -> World<P> {
+        World::new(
+            proto,
+            self.spec.scenario.run.limits(),
+            &self.spec.scenario.faults,
+            self.spec.source(),
+            self.opts,
+        )
+    }
+}
+
+struct RunToEnd;
+
+impl WorldVisitor for RunToEnd {
+    type Output = Outcome;
+    fn visit<P: Protocol>(self, world: World<P>) -> Outcome {
+        world.run()
+    }
+}
+
+/// Runs a scenario to the end.
+pub fn run(spec: &RunSpec<'_>, opts: RunOptions) -> Outcome {
+    build_protocol(
+        &spec.scenario.workload,
+        spec.mutant,
+        Build { spec, opts },
+        RunToEnd,
+    )
+}
+
+/// Where two runs that should be identical first differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The first step whose records differ.
+    pub step: u64,
+    /// That step's records in the first run.
+    pub first: Vec<TraceLine>,
+    /// That step's records in the second run.
+    pub second: Vec<TraceLine>,
+}
+
+/// The first step at which two runs' per-step digests differ, with that
+/// step's records from each (when the runs kept their traces). `None` if
+/// the runs are identical.
+pub fn divergence(a: &Outcome, b: &Outcome) -> Option<Divergence> {
+    if a.digest == b.digest && a.events == b.events {
+        return None;
+    }
+    let step = first_difference(&a.step_digests, &b.step_digests) as u64;
+    let at = |o: &Outcome| {
+        o.trace
+            .iter()
+            .filter(|l| l.step == step)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    Some(Divergence {
+        step,
+        first: at(a),
+        second: at(b),
+    })
+}
+
+/// The index of the first differing element, or the shorter length.
+pub fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
+
+/// The result of running one seed twice in one process.
+#[derive(Clone, Debug)]
+pub struct DeterminismCheck {
+    /// The first run.
+    pub first: Outcome,
+    /// Where the second run departed from the first, if it did.
+    pub divergence: Option<Divergence>,
+}
+
+/// Runs `spec` twice, keeping traces and per-step digests, and compares.
+pub fn check_determinism(spec: &RunSpec<'_>) -> DeterminismCheck {
+    let opts = RunOptions {
+        keep_trace: true,
+        record_steps: true,
+    };
+    let first = run(spec, opts);
+    let second = run(spec, opts);
+    let divergence = divergence(&first, &second);
+    DeterminismCheck { first, divergence }
+}
+
+/// Runs two worlds built the same way and compares them: the same check for
+/// any world, including ones built by tests.
+pub fn check_worlds_determinism<P: Protocol>(mut make: impl FnMut() -> World<P>) -> Option<Divergence> {
+    let a = make().run();
+    let b = make().run();
+    divergence(&a, &b)
+}
+
+/// Formats a violation time for people: virtual milliseconds.
+pub fn show_time(t: Time) -> String {
+    t.to_string()
+}

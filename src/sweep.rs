@@ -1,0 +1,563 @@
+//! `simcast sweep`: many seeds over many scenarios, on all cores.
+//!
+//! Seeds `start..start+seeds` run against every selected scenario; with
+//! `--shard K/N` only the seeds `s` with `s % N == K - 1`, so N shards cover
+//! disjoint seeds. Each scenario stops after its `--max-failures` lowest
+//! failing seeds; the summary counts exactly the seeds up to that cut, so it
+//! is the same whatever `--jobs` is (unless a time budget stops it early).
+//! Every failure is re-run with per-step digests and written as a seed file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::outln;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use simcast_sim::engine::{RunOptions, Violation};
+use simcast_sim::registry::{self, MutantInfo};
+use simcast_sim::runner::{RunSpec, run as run_spec};
+use simcast_sim::scenario::Scenario;
+use simcast_sim::seedfile::SeedFile;
+
+use crate::common::{
+    Failure, ScenarioDir, Stopwatch, Verdict, mutant_for, print_json, show_violation,
+    stdout_is_terminal, usage,
+};
+
+/// `K/N`: this worker is shard K (1-based) of N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based index.
+    pub k: u64,
+    /// Number of shards.
+    pub n: u64,
+}
+
+impl Shard {
+    /// Whether `seed` belongs to this shard.
+    pub fn owns(self, seed: u64) -> bool {
+        seed % self.n == self.k - 1
+    }
+}
+
+/// Parses `K/N` with `1 <= K <= N`.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not K/N"))?;
+    let k: u64 = k.trim().parse().map_err(|_| format!("`{s}`: K is not a number"))?;
+    let n: u64 = n.trim().parse().map_err(|_| format!("`{s}`: N is not a number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("`{s}`: need 1 <= K <= N"));
+    }
+    Ok(Shard { k, n })
+}
+
+/// Arguments of `simcast sweep`.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// A scenario to sweep (repeatable) [default: every default scenario, or
+    /// with --mutant every default scenario of the mutant's protocol].
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// How many seeds (before sharding).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    start: u64,
+    /// Run only shard K of N: the seeds s with s % N == K - 1.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// Run with this mutant.
+    #[arg(long, value_name = "M")]
+    mutant: Option<String>,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "J")]
+    jobs: Option<usize>,
+    /// Where failure seed files go.
+    #[arg(long, value_name = "DIR", default_value = "target/simcast/failures")]
+    out: PathBuf,
+    /// Stop starting new seeds after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    time_budget: Option<f64>,
+    /// Stop a scenario after this many failing seeds (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    max_failures: u64,
+    /// Print one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    dir: ScenarioDir,
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+struct SeedResult {
+    events: u64,
+    faults: BTreeMap<&'static str, u64>,
+    violation: Option<Violation>,
+}
+
+/// Totals over a set of seeds.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Events handled.
+    pub events: u64,
+    /// Failing seeds.
+    pub failures: u64,
+    /// Failing seeds per invariant.
+    pub violations: BTreeMap<String, u64>,
+    /// Faults injected per kind.
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, r: &SeedResult) {
+        self.seeds += 1;
+        self.events += r.events;
+        for (k, v) in &r.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        if let Some(v) = &r.violation {
+            self.failures += 1;
+            *self.violations.entry(v.invariant.clone()).or_default() += 1;
+        }
+    }
+
+    fn merge(&mut self, o: &Tally) {
+        self.seeds += o.seeds;
+        self.events += o.events;
+        self.failures += o.failures;
+        for (k, v) in &o.violations {
+            *self.violations.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// A failing seed, written as a seed file.
+#[derive(Clone, Debug)]
+pub struct FoundFailure {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// What broke.
+    pub violation: Violation,
+    /// The seed file.
+    pub file: PathBuf,
+}
+
+/// The selection and the knobs of a sweep, resolved.
+pub struct Plan {
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Mutant, if any.
+    pub mutant: Option<&'static MutantInfo>,
+    /// Seeds `start..start + count`.
+    pub start: u64,
+    /// How many.
+    pub count: u64,
+    /// Sharding.
+    pub shard: Option<Shard>,
+    /// Threads.
+    pub jobs: usize,
+    /// Seconds before no new seed starts.
+    pub time_budget: Option<f64>,
+    /// Failing seeds kept per scenario (0 = all).
+    pub max_failures: u64,
+    /// Where seed files go.
+    pub out: PathBuf,
+    /// Draw a progress bar on stderr.
+    pub progress_bar: bool,
+    /// Print periodic progress lines on stderr.
+    pub progress_lines: bool,
+    /// Prefix of seed file origins.
+    pub origin: String,
+}
+
+/// What a sweep found.
+pub struct SweepReport {
+    /// Totals per scenario, in plan order.
+    pub per_scenario: Vec<(String, &'static str, Tally)>,
+    /// Totals.
+    pub total: Tally,
+    /// Failures written.
+    pub failures: Vec<FoundFailure>,
+    /// Whether every planned seed ran (no time budget cut).
+    pub complete: bool,
+}
+
+/// Resolves the scenarios of a sweep: the named ones, or the defaults (of
+/// the mutant's protocol if there is a mutant).
+pub fn select(
+    dir: &ScenarioDir,
+    names: &[String],
+    mutant: Option<&str>,
+) -> Result<(Vec<Scenario>, Option<&'static MutantInfo>), Failure> {
+    let scenarios: Vec<Scenario> = if names.is_empty() {
+        let catalog = dir.catalog()?;
+        let protocol = match mutant {
+            None => None,
+            Some(m) => Some(
+                registry::mutant(m)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "unknown mutant `{m}` (known: {})",
+                            registry::one_of(
+                                registry::protocols()
+                                    .iter()
+                                    .flat_map(|p| p.mutants.iter().map(|m| m.name))
+                            )
+                        ))
+                    })?
+                    .0
+                    .name,
+            ),
+        };
+        let picked: Vec<Scenario> = catalog.defaults(protocol).into_iter().cloned().collect();
+        if picked.is_empty() {
+            return Err(usage(format!(
+                "no default scenario{} in {}",
+                protocol.map(|p| format!(" of protocol {p}")).unwrap_or_default(),
+                catalog.dir.display()
+            )));
+        }
+        picked
+    } else {
+        names
+            .iter()
+            .map(|n| dir.scenario(n))
+            .collect::<Result<_, _>>()?
+    };
+    let mut resolved = None;
+    for s in &scenarios {
+        resolved = mutant_for(s, mutant)?;
+    }
+    Ok((scenarios, resolved))
+}
+
+/// Runs `simcast sweep`.
+pub fn run(a: SweepArgs) -> Result<Verdict, Failure> {
+    let clock = Stopwatch::start();
+    let (scenarios, mutant) = select(&a.dir, &a.scenarios, a.mutant.as_deref())?;
+    if a.jobs == Some(0) {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    if a.time_budget.is_some_and(|t| !(t > 0.0)) {
+        return Err(usage("--time-budget must be a positive number of seconds"));
+    }
+    let terminal = stdout_is_terminal();
+    let plan = Plan {
+        scenarios,
+        mutant,
+        start: a.start,
+        count: a.seeds,
+        shard: a.shard,
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        time_budget: a.time_budget,
+        max_failures: a.max_failures,
+        out: a.out.clone(),
+        progress_bar: terminal && !a.json,
+        progress_lines: !terminal,
+        origin: "simcast sweep".to_owned(),
+    };
+    let report = execute(&plan)?;
+    let wall_ms = clock.ms();
+    if a.json {
+        print_json(&report_json("sweep", &plan, &report, wall_ms));
+    } else {
+        print_summary(&plan, &report, clock.secs());
+    }
+    Ok(if report.failures.is_empty() {
+        Verdict::Held
+    } else {
+        Verdict::Violated
+    })
+}
+
+/// The `--json` object of a sweep (also used by `nightly`).
+pub fn report_json(
+    command: &str,
+    plan: &Plan,
+    report: &SweepReport,
+    wall_ms: u64,
+) -> serde_json::Value {
+    let secs = (wall_ms as f64 / 1000.0).max(1e-3);
+    json!({
+        "command": command,
+        "wall_ms": wall_ms,
+        "scenarios": plan.scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        "mutant": plan.mutant.map(|m| m.name),
+        "start": plan.start,
+        "shard": plan.shard.map(|s| format!("{}/{}", s.k, s.n)),
+        "seeds": report.total.seeds,
+        "events": report.total.events,
+        "failures": report.failures.len(),
+        "failure_files": report.failures.iter().map(|f| f.file.display().to_string()).collect::<Vec<_>>(),
+        "violations": report.total.violations,
+        "faults": report.total.faults,
+        "complete": report.complete,
+        "seeds_per_sec": report.total.seeds as f64 / secs,
+        "events_per_sec": report.total.events as f64 / secs,
+        "per_scenario": report.per_scenario.iter().map(|(name, protocol, t)| json!({
+            "name": name,
+            "protocol": protocol,
+            "seeds": t.seeds,
+            "events": t.events,
+            "failures": t.failures,
+            "violations": t.violations,
+            "faults": t.faults,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_summary(plan: &Plan, report: &SweepReport, secs: f64) {
+    for (name, protocol, t) in &report.per_scenario {
+        let faults: Vec<String> = t.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        outln!(
+            "{name:<28} {protocol:<10} {:>7} seeds {:>11} events {:>4} failures  faults: {}",
+            t.seeds,
+            t.events,
+            t.failures,
+            faults.join(" ")
+        );
+    }
+    let t = &report.total;
+    outln!(
+        "total: {} seeds, {} events, {} failures in {:.1}s ({:.0} seeds/s, {:.0} events/s){}",
+        t.seeds,
+        t.events,
+        report.failures.len(),
+        secs,
+        t.seeds as f64 / secs.max(1e-3),
+        t.events as f64 / secs.max(1e-3),
+        if report.complete {
+            ""
+        } else {
+            " [stopped by the time budget]"
+        }
+    );
+    for f in &report.failures {
+        outln!("FAIL {} seed {}: {}", f.scenario, f.seed, show_violation(&f.violation));
+        outln!("  seed file: {}", f.file.display());
+        outln!("  replay:    cargo xtask replay {}", f.file.display());
+    }
+    if plan.mutant.is_some() && report.failures.is_empty() {
+        outln!(
+            "the mutant {} was NOT caught",
+            plan.mutant.map_or("", |m| m.name)
+        );
+    }
+}
+
+/// The seed file name of a failure.
+pub fn failure_path(out: &Path, scenario: &str, mutant: Option<&MutantInfo>, seed: u64) -> PathBuf {
+    out.join(format!(
+        "{scenario}.{}.seed-{seed}.json",
+        mutant.map_or("clean", |m| m.name)
+    ))
+}
+
+/// Runs a plan: all cores, deterministic totals, failures written.
+pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
+    let clock = Stopwatch::start();
+    let items: Vec<(usize, u64)> = (plan.start..plan.start.saturating_add(plan.count))
+        .filter(|s| plan.shard.is_none_or(|sh| sh.owns(*s)))
+        .flat_map(|seed| (0..plan.scenarios.len()).map(move |i| (i, seed)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let out_of_time = AtomicBool::new(false);
+    // Per scenario: the lowest failing seeds found so far, and the cut above
+    // which seeds need not run.
+    let found: Vec<Mutex<Vec<u64>>> = plan.scenarios.iter().map(|_| Mutex::new(Vec::new())).collect();
+    let cut: Vec<AtomicU64> = plan.scenarios.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
+    let done = AtomicUsize::new(0);
+    let bar = plan.progress_bar.then(|| {
+        let pb = ProgressBar::with_draw_target(Some(items.len() as u64), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb
+    });
+    let jobs = plan.jobs.max(1).min(items.len().max(1));
+    let mut results: Vec<Option<SeedResult>> = vec![None; items.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        if plan.time_budget.is_some_and(|b| clock.secs() > b) {
+                            out_of_time.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(si, seed)) = items.get(i) else { break };
+                        if seed > cut[si].load(Ordering::Relaxed) {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            if let Some(b) = &bar {
+                                b.inc(1);
+                            }
+                            continue;
+                        }
+                        let spec = RunSpec {
+                            scenario: &plan.scenarios[si],
+                            mutant: plan.mutant,
+                            seed,
+                            choices: None,
+                        };
+                        let o = run_spec(&spec, RunOptions::default());
+                        if o.violation.is_some() {
+                            let mut f = found[si].lock().expect("not poisoned");
+                            let pos = f.partition_point(|s| *s < seed);
+                            f.insert(pos, seed);
+                            if plan.max_failures > 0 && f.len() as u64 >= plan.max_failures {
+                                let nth = f[plan.max_failures as usize - 1];
+                                cut[si].fetch_min(nth, Ordering::Relaxed);
+                            }
+                            if let Some(b) = &bar {
+                                b.set_message(format!("{} failing", total_found(&found)));
+                            }
+                        }
+                        mine.push((
+                            i,
+                            SeedResult {
+                                events: o.events,
+                                faults: o.faults,
+                                violation: o.violation,
+                            },
+                        ));
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        if plan.progress_lines {
+            let mut last = clock.secs();
+            while workers.iter().any(|w| !w.is_finished()) {
+                std::thread::sleep(Duration::from_millis(100));
+                if clock.secs() - last >= 10.0 {
+                    last = clock.secs();
+                    eprintln!(
+                        "{}: {}/{} runs, {} failing, {:.0}s",
+                        plan.origin,
+                        done.load(Ordering::Relaxed),
+                        items.len(),
+                        total_found(&found),
+                        last
+                    );
+                }
+            }
+        }
+        for w in workers {
+            for (i, r) in w.join().expect("sweep worker panicked") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let complete = !out_of_time.load(Ordering::Relaxed);
+    // The final cut of each scenario: its max_failures-th lowest failure.
+    let final_cut: Vec<u64> = found
+        .iter()
+        .map(|f| {
+            let f = f.lock().expect("not poisoned");
+            if plan.max_failures > 0 && f.len() as u64 >= plan.max_failures {
+                f[plan.max_failures as usize - 1]
+            } else {
+                u64::MAX
+            }
+        })
+        .collect();
+    let mut per: Vec<Tally> = vec![Tally::default(); plan.scenarios.len()];
+    let mut failing: Vec<(usize, u64)> = Vec::new();
+    for (&(si, seed), r) in items.iter().zip(&results) {
+        let Some(r) = r else { continue };
+        if seed > final_cut[si] {
+            continue;
+        }
+        per[si].add(r);
+        if r.violation.is_some() {
+            failing.push((si, seed));
+        }
+    }
+    failing.sort();
+    let mut failures = Vec::new();
+    for (si, seed) in failing {
+        failures.push(write_failure(plan, si, seed)?);
+    }
+    let mut total = Tally::default();
+    for t in &per {
+        total.merge(t);
+    }
+    Ok(SweepReport {
+        per_scenario: plan
+            .scenarios
+            .iter()
+            .zip(per)
+            .map(|(s, t)| (s.name.clone(), s.protocol().name, t))
+            .collect(),
+        total,
+        failures,
+        complete,
+    })
+}
+
+fn total_found(found: &[Mutex<Vec<u64>>]) -> usize {
+    found.iter().map(|f| f.lock().expect("not poisoned").len()).sum()
+}
+
+/// Re-runs a failing seed with per-step digests and writes its seed file.
+fn write_failure(plan: &Plan, si: usize, seed: u64) -> Result<FoundFailure, Failure> {
+    let scenario = &plan.scenarios[si];
+    let spec = RunSpec {
+        scenario,
+        mutant: plan.mutant,
+        seed,
+        choices: None,
+    };
+    let outcome = run_spec(
+        &spec,
+        RunOptions {
+            keep_trace: false,
+            record_steps: true,
+        },
+    );
+    let violation = outcome
+        .violation
+        .clone()
+        .ok_or_else(|| usage(format!("{} seed {seed} failed once and then passed: the run is not deterministic", scenario.name)))?;
+    let file = SeedFile::from_run(&spec, &outcome, Some(plan.origin.clone()));
+    let path = failure_path(&plan.out, &scenario.name, plan.mutant, seed);
+    file.write(&path)
+        .map_err(|e| usage(format!("{}: cannot write: {e}", path.display())))?;
+    Ok(FoundFailure {
+        scenario: scenario.name.clone(),
+        seed,
+        violation,
+        file: path,
+    })
+}
