@@ -81,10 +81,7 @@ impl ScenarioDir {
             return Scenario::from_file(Path::new(name)).map_err(|e| usage(e.to_string()));
         }
         let catalog = self.catalog()?;
-        catalog
-            .get(name)
-            .cloned()
-            .map_err(|e| usage(e.to_string()))
+        catalog.get(name).cloned().map_err(|e| usage(e.to_string()))
     }
 }
 

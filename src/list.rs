@@ -78,7 +78,13 @@ pub fn run(a: ListArgs) -> Result<Verdict, Failure> {
     }
     outln!("mutants:");
     for (p, m) in &mutants {
-        outln!("  {:<28} {:<10} caught by {:<32} {}", m.name, p, m.invariant, m.doc);
+        outln!(
+            "  {:<28} {:<10} caught by {:<32} {}",
+            m.name,
+            p,
+            m.invariant,
+            m.doc
+        );
     }
     outln!("fault kinds:");
     for (p, f) in &faults {

@@ -4,6 +4,7 @@
 //! DESIGN.md section 4): `0` all checks held, `1` an invariant was violated
 //! or a replay diverged, `2` bad input or usage, with a message on stderr.
 
+mod bench;
 mod common;
 mod list;
 mod replay;
@@ -36,6 +37,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// List scenarios, invariants, mutants and fault kinds.
     List(list::ListArgs),
+    /// Throughput figures on one core: simulated events/s and seeds/s.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
         Command::List(a) => list::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code.into(),

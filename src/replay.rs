@@ -85,7 +85,11 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
             seed.mutant.map_or("none", |m| m.name),
             seed.file.choices.as_ref().map_or(0, Vec::len),
         );
-        outln!("{} events, digest {}", outcome.events, hex64(outcome.digest));
+        outln!(
+            "{} events, digest {}",
+            outcome.events,
+            hex64(outcome.digest)
+        );
         match divergence {
             None if !diverged => outln!("reproduced: same digest, same verdict"),
             None => outln!("DIVERGED: same digest but a different verdict than recorded"),

@@ -50,8 +50,14 @@ pub fn parse_shard(s: &str) -> Result<Shard, String> {
     let (k, n) = s
         .split_once('/')
         .ok_or_else(|| format!("`{s}` is not K/N"))?;
-    let k: u64 = k.trim().parse().map_err(|_| format!("`{s}`: K is not a number"))?;
-    let n: u64 = n.trim().parse().map_err(|_| format!("`{s}`: N is not a number"))?;
+    let k: u64 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: K is not a number"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: N is not a number"))?;
     if n == 0 || k == 0 || k > n {
         return Err(format!("`{s}`: need 1 <= K <= N"));
     }
@@ -229,7 +235,9 @@ pub fn select(
         if picked.is_empty() {
             return Err(usage(format!(
                 "no default scenario{} in {}",
-                protocol.map(|p| format!(" of protocol {p}")).unwrap_or_default(),
+                protocol
+                    .map(|p| format!(" of protocol {p}"))
+                    .unwrap_or_default(),
                 catalog.dir.display()
             )));
         }
@@ -254,7 +262,7 @@ pub fn run(a: SweepArgs) -> Result<Verdict, Failure> {
     if a.jobs == Some(0) {
         return Err(usage("--jobs must be at least 1"));
     }
-    if a.time_budget.is_some_and(|t| !(t > 0.0)) {
+    if a.time_budget.is_some_and(|t| t.is_nan() || t <= 0.0) {
         return Err(usage("--time-budget must be a positive number of seconds"));
     }
     let terminal = stdout_is_terminal();
@@ -351,7 +359,12 @@ fn print_summary(plan: &Plan, report: &SweepReport, secs: f64) {
         }
     );
     for f in &report.failures {
-        outln!("FAIL {} seed {}: {}", f.scenario, f.seed, show_violation(&f.violation));
+        outln!(
+            "FAIL {} seed {}: {}",
+            f.scenario,
+            f.seed,
+            show_violation(&f.violation)
+        );
         outln!("  seed file: {}", f.file.display());
         outln!("  replay:    cargo xtask replay {}", f.file.display());
     }
@@ -382,11 +395,20 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
     let out_of_time = AtomicBool::new(false);
     // Per scenario: the lowest failing seeds found so far, and the cut above
     // which seeds need not run.
-    let found: Vec<Mutex<Vec<u64>>> = plan.scenarios.iter().map(|_| Mutex::new(Vec::new())).collect();
-    let cut: Vec<AtomicU64> = plan.scenarios.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
+    let found: Vec<Mutex<Vec<u64>>> = plan
+        .scenarios
+        .iter()
+        .map(|_| Mutex::new(Vec::new()))
+        .collect();
+    let cut: Vec<AtomicU64> = plan
+        .scenarios
+        .iter()
+        .map(|_| AtomicU64::new(u64::MAX))
+        .collect();
     let done = AtomicUsize::new(0);
     let bar = plan.progress_bar.then(|| {
-        let pb = ProgressBar::with_draw_target(Some(items.len() as u64), ProgressDrawTarget::stderr());
+        let pb =
+            ProgressBar::with_draw_target(Some(items.len() as u64), ProgressDrawTarget::stderr());
         pb.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec}, eta {eta}) {msg}",
@@ -409,7 +431,9 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                             break;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(si, seed)) = items.get(i) else { break };
+                        let Some(&(si, seed)) = items.get(i) else {
+                            break;
+                        };
                         if seed > cut[si].load(Ordering::Relaxed) {
                             done.fetch_add(1, Ordering::Relaxed);
                             if let Some(b) = &bar {
@@ -527,7 +551,10 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
 }
 
 fn total_found(found: &[Mutex<Vec<u64>>]) -> usize {
-    found.iter().map(|f| f.lock().expect("not poisoned").len()).sum()
+    found
+        .iter()
+        .map(|f| f.lock().expect("not poisoned").len())
+        .sum()
 }
 
 /// Re-runs a failing seed with per-step digests and writes its seed file.
@@ -546,10 +573,12 @@ fn write_failure(plan: &Plan, si: usize, seed: u64) -> Result<FoundFailure, Fail
             record_steps: true,
         },
     );
-    let violation = outcome
-        .violation
-        .clone()
-        .ok_or_else(|| usage(format!("{} seed {seed} failed once and then passed: the run is not deterministic", scenario.name)))?;
+    let violation = outcome.violation.clone().ok_or_else(|| {
+        usage(format!(
+            "{} seed {seed} failed once and then passed: the run is not deterministic",
+            scenario.name
+        ))
+    })?;
     let file = SeedFile::from_run(&spec, &outcome, Some(plan.origin.clone()));
     let path = failure_path(&plan.out, &scenario.name, plan.mutant, seed);
     file.write(&path)

@@ -34,9 +34,7 @@ use serde::{Deserialize, Serialize};
 /// The declaration order is the lock order: requests are sorted by domain with
 /// `Cluster` last, so a cluster-wide key is always taken after the keys it
 /// covers.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Domain {
     /// A database, keyed by its name.
     #[serde(rename = "DBName")]
@@ -623,11 +621,7 @@ impl LockTable {
         let rule = self.rule();
         self.waiting
             .iter()
-            .find(|w| {
-                self.entries[*w]
-                    .request
-                    .conflicts_with_rule(request, rule)
-            })
+            .find(|w| self.entries[*w].request.conflicts_with_rule(request, rule))
             .map(|w| Blocker::Waiter(*w))
     }
 
@@ -682,7 +676,8 @@ impl LockTable {
     fn grant(&mut self, id: RequestId) {
         self.take_keys(id);
         let owner = self.entries[&id].owner;
-        self.events.push_back(LockEvent::Granted { request: id, owner });
+        self.events
+            .push_back(LockEvent::Granted { request: id, owner });
     }
 
     fn take_keys(&mut self, id: RequestId) {
@@ -825,10 +820,8 @@ mod tests {
             ]
         );
         // Both modes of `b` survive; the lock is taken exclusive.
-        let modes: Vec<(String, bool)> = q
-            .locks()
-            .map(|(d, k, s)| (format!("{d}:{k}"), s))
-            .collect();
+        let modes: Vec<(String, bool)> =
+            q.locks().map(|(d, k, s)| (format!("{d}:{k}"), s)).collect();
         assert_eq!(
             modes,
             [

@@ -189,7 +189,7 @@ mod tests {
         assert_ne!(draw(7), draw(8));
     }
 
-    const PINNED_DRAWS: [u32; 8] = [0; 8];
+    const PINNED_DRAWS: [u32; 8] = [681, 950, 427, 627, 288, 149, 308, 803];
 
     #[test]
     fn random_draws_are_pinned() {

@@ -296,11 +296,7 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones, a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
         let t = self.peek_time()?;
-        let ties = self
-            .map
-            .range((t, 0)..=(t, u64::MAX))
-            .take(MAX_TIE)
-            .count();
+        let ties = self.map.range((t, 0)..=(t, u64::MAX)).take(MAX_TIE).count();
         let key = if ties > 1 {
             let pick = chooser.choose(ties as u32) as usize;
             *self
@@ -859,4 +855,3 @@ impl<P: Protocol> World<P> {
         h.finish()
     }
 }
-

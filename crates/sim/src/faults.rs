@@ -60,9 +60,10 @@ impl FaultConfig {
                         .ok_or_else(|| format!("`swarm` must be true or false, not {v}"))?;
                 }
                 "max" => {
-                    cfg.max = Some(v.as_u64().ok_or_else(|| {
-                        format!("`max` must be a non-negative integer, not {v}")
-                    })?);
+                    cfg.max =
+                        Some(v.as_u64().ok_or_else(|| {
+                            format!("`max` must be a non-negative integer, not {v}")
+                        })?);
                 }
                 kind => {
                     if protocol.fault_index(kind).is_none() {
@@ -124,7 +125,8 @@ impl FaultState {
                 (0, "off".to_owned())
             } else {
                 let (num, den, label) = SWARM_FACTORS[chooser.choose(3) as usize];
-                let rate = (u64::from(base) * u64::from(num) / u64::from(den)).min(1_000_000) as u32;
+                let rate =
+                    (u64::from(base) * u64::from(num) / u64::from(den)).min(1_000_000) as u32;
                 (rate, format!("{}({label})", f64::from(rate) / 1e6))
             };
             ppms.push(rate);

@@ -159,7 +159,9 @@ pub fn check_determinism(spec: &RunSpec<'_>) -> DeterminismCheck {
 
 /// Runs two worlds built the same way and compares them: the same check for
 /// any world, including ones built by tests.
-pub fn check_worlds_determinism<P: Protocol>(mut make: impl FnMut() -> World<P>) -> Option<Divergence> {
+pub fn check_worlds_determinism<P: Protocol>(
+    mut make: impl FnMut() -> World<P>,
+) -> Option<Divergence> {
     let a = make().run();
     let b = make().run();
     divergence(&a, &b)

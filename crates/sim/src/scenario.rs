@@ -205,7 +205,9 @@ impl Scenario {
         }
         let faults = match top.remove("faults") {
             None => FaultConfig::default(),
-            Some(v) => FaultConfig::from_value(&v, protocol).map_err(|e| format!("[faults]: {e}"))?,
+            Some(v) => {
+                FaultConfig::from_value(&v, protocol).map_err(|e| format!("[faults]: {e}"))?
+            }
         };
         let workload = Workload::from_value(
             protocol,

@@ -24,8 +24,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use simcast_machines::locks::{
-    Domain, LockError, LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId,
-    ResourceKey,
+    Domain, LockError, LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId, ResourceKey,
 };
 use simcast_machines::time::Time;
 
@@ -456,7 +455,11 @@ impl fmt::Display for LocksNote {
             LocksNote::Stale {
                 client,
                 incarnation,
-            } => write!(f, "ignored: session {}/{incarnation} is closed", cname(*client)),
+            } => write!(
+                f,
+                "ignored: session {}/{incarnation} is closed",
+                cname(*client)
+            ),
             LocksNote::Done { client } => write!(f, "{} finished its rounds", cname(*client)),
         }
     }
@@ -466,12 +469,21 @@ impl fmt::Display for LocksNote {
 enum ClientState {
     Idle,
     /// Sent an acquire, waiting for the answer.
-    Pending { crid: Crid, blocking: bool },
+    Pending {
+        crid: Crid,
+        blocking: bool,
+    },
     /// Sent a cancel, waiting for the answer.
-    Cancelling { crid: Crid },
+    Cancelling {
+        crid: Crid,
+    },
     /// Granted while cancelling: released, waiting for the refusal.
-    Draining { crid: Crid },
-    Holding { crid: Crid },
+    Draining {
+        crid: Crid,
+    },
+    Holding {
+        crid: Crid,
+    },
     Done,
     Down,
 }
@@ -521,7 +533,12 @@ impl History {
     }
 
     /// A grant of a waiting request (`arrival` known) or of a try-acquire.
-    fn granted(&mut self, cx: &mut Cx<LocksWorld>, rid: RequestId, try_request: Option<LockRequest>) {
+    fn granted(
+        &mut self,
+        cx: &mut Cx<LocksWorld>,
+        rid: RequestId,
+        try_request: Option<LockRequest>,
+    ) {
         let (arrival, request) = match try_request {
             Some(r) => {
                 self.next_arrival += 1;
@@ -529,7 +546,10 @@ impl History {
             }
             None => {
                 let Some(arrival) = self.arrival_of.remove(&rid) else {
-                    cx.violate(EXCLUSION, format!("{rid} granted but never admitted as waiting"));
+                    cx.violate(
+                        EXCLUSION,
+                        format!("{rid} granted but never admitted as waiting"),
+                    );
                     return;
                 };
                 let (_, r) = self.waiting.remove(&arrival).expect("arrival indexed");
@@ -549,7 +569,9 @@ impl History {
         {
             cx.violate(
                 FIFO,
-                format!("{rid} {request} granted while earlier {w} {wr} waits on a conflicting key"),
+                format!(
+                    "{rid} {request} granted while earlier {w} {wr} waits on a conflicting key"
+                ),
             );
         }
         self.held.insert(rid, request);
@@ -666,7 +688,11 @@ impl LocksWorld {
 
     fn think(&mut self, cx: &mut Cx<Self>, client: u32) {
         let d = cx.between(self.p.think_us.0, self.p.think_us.1);
-        cx.node_after(self.clients[client as usize].node, d, LocksEvent::Wake { client });
+        cx.node_after(
+            self.clients[client as usize].node,
+            d,
+            LocksEvent::Wake { client },
+        );
     }
 
     fn round_done(&mut self, cx: &mut Cx<Self>, client: u32) {
@@ -775,7 +801,9 @@ impl LocksWorld {
                 self.clients[client as usize].state = ClientState::Cancelling { crid };
                 self.send_up(cx, client, Up::Cancel { crid });
             }
-            (LocksEvent::ReleaseDue { crid, .. }, ClientState::Holding { crid: h }) if crid == h => {
+            (LocksEvent::ReleaseDue { crid, .. }, ClientState::Holding { crid: h })
+                if crid == h =>
+            {
                 self.send_up(cx, client, Up::Release { crid });
                 self.round_done(cx, client);
             }
@@ -854,7 +882,9 @@ impl LocksWorld {
                     self.history.granted(cx, rid, Some(request));
                     self.send_down(cx, client, Down::Granted { crid });
                 }
-                Err(LockError::WouldBlock(_)) => self.send_down(cx, client, Down::TryFailed { crid }),
+                Err(LockError::WouldBlock(_)) => {
+                    self.send_down(cx, client, Down::TryFailed { crid })
+                }
                 Err(e) => unreachable!("try-acquire of a valid request: {e}"),
             },
             Up::Cancel { crid } => {
@@ -921,7 +951,11 @@ impl LocksWorld {
 
     /// Reports the table's grants.
     fn drain(&mut self, cx: &mut Cx<Self>) {
-        while let Some(LockEvent::Granted { request: rid, owner }) = self.table.poll_event() {
+        while let Some(LockEvent::Granted {
+            request: rid,
+            owner,
+        }) = self.table.poll_event()
+        {
             self.history.granted(cx, rid, None);
             let (client, crid) = self.by_rid[&rid];
             let incarnation = (owner.0 & 0xffff_ffff) as u32;
@@ -950,8 +984,8 @@ impl LocksWorld {
 /// strictly after the previous message on the link (so no tie can reorder
 /// the two).
 fn fifo_time(last: &mut Time, now: Time, delay_us: u64) -> Time {
-    let at = Time::from_micros(now.as_micros() + delay_us)
-        .max(Time::from_micros(last.as_micros() + 1));
+    let at =
+        Time::from_micros(now.as_micros() + delay_us).max(Time::from_micros(last.as_micros() + 1));
     *last = at;
     at
 }

@@ -1,0 +1,525 @@
+//! The command contract, end to end: names, flags, `--json` last lines and
+//! exit codes (0 held, 1 violated or diverged, 2 bad input).
+
+mod support;
+
+use std::fs;
+
+use serde_json::Value;
+use support::{code, fixture, last_json, simcast, simcast_in, stderr, stdout};
+
+const LOCKS_SCENARIOS: [&str; 2] = ["locks-contended", "locks-wide"];
+const LOCKS_MUTANTS: [(&str, &str); 3] = [
+    ("ignore-earlier-waiters", "locks.fifo"),
+    ("shared-in-identity", "locks.exclusion"),
+    ("lost-wakeup", "locks.eventually_granted"),
+];
+
+#[test]
+fn help_is_available_for_every_command() {
+    for cmd in ["sim", "sweep", "replay", "list", "bench"] {
+        let o = simcast(&[cmd, "--help"]);
+        assert_eq!(code(&o), 0, "{cmd} --help");
+        assert!(
+            stdout(&o).contains("Usage:"),
+            "{cmd} --help: {}",
+            stdout(&o)
+        );
+    }
+    let o = simcast(&["no-such-command"]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn list_json_names_scenarios_invariants_and_mutants() {
+    let o = simcast(&["list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["command"], "list");
+    let names = |key: &str| -> Vec<String> {
+        j[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for s in LOCKS_SCENARIOS {
+        assert!(names("scenarios").contains(&s.to_owned()), "{s}");
+    }
+    for (m, inv) in LOCKS_MUTANTS {
+        let entry = j["mutants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == m)
+            .unwrap_or_else(|| panic!("mutant {m} listed"));
+        assert_eq!(entry["invariant"], inv);
+        assert_eq!(entry["protocol"], "locks");
+    }
+    let kinds: Vec<(&str, &str)> = j["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["kind"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("locks.exclusion", "safety")));
+    assert!(kinds.contains(&("locks.eventually_granted", "liveness")));
+}
+
+#[test]
+fn sim_prints_the_same_digest_in_two_processes() {
+    for scenario in LOCKS_SCENARIOS {
+        let a = last_json(&simcast(&[
+            "sim",
+            "--scenario",
+            scenario,
+            "--seed",
+            "42",
+            "--json",
+        ]));
+        let b = last_json(&simcast(&[
+            "sim",
+            "--scenario",
+            scenario,
+            "--seed",
+            "42",
+            "--json",
+        ]));
+        assert_eq!(a["digest"], b["digest"], "{scenario}");
+        assert_eq!(a["events"], b["events"]);
+        assert!(a["events"].as_u64().unwrap() > 100, "a real run: {a}");
+        let other = last_json(&simcast(&[
+            "sim",
+            "--scenario",
+            scenario,
+            "--seed",
+            "43",
+            "--json",
+        ]));
+        assert_ne!(
+            a["digest"], other["digest"],
+            "different seeds, different runs"
+        );
+    }
+}
+
+#[test]
+fn sim_json_has_the_contract_fields() {
+    let o = simcast(&[
+        "sim",
+        "--scenario",
+        "locks-contended",
+        "--seed",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = last_json(&o);
+    for field in [
+        "command",
+        "wall_ms",
+        "scenario",
+        "seed",
+        "mutant",
+        "events",
+        "digest",
+        "violation",
+        "faults",
+    ] {
+        assert!(j.get(field).is_some(), "missing {field}: {j}");
+    }
+    assert_eq!(j["command"], "sim");
+    assert_eq!(j["violation"], Value::Null);
+    assert_eq!(j["digest"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn sim_check_determinism_reports_identical_runs() {
+    let o = simcast(&[
+        "sim",
+        "--scenario",
+        "locks-contended",
+        "--seed",
+        "9",
+        "--check-determinism",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let j = last_json(&o);
+    assert_eq!(j["deterministic"], true);
+    assert_eq!(j["divergence"], Value::Null);
+}
+
+#[test]
+fn clean_sweep_of_each_locks_scenario_exits_zero_and_counts_faults() {
+    for scenario in LOCKS_SCENARIOS {
+        let out = tempfile::tempdir().unwrap();
+        let o = simcast(&[
+            "sweep",
+            "--scenario",
+            scenario,
+            "--seeds",
+            "150",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code(&o), 0, "{scenario}: {}", stdout(&o));
+        let j = last_json(&o);
+        assert_eq!(j["command"], "sweep");
+        assert_eq!(j["seeds"], 150);
+        assert_eq!(j["failures"], 0);
+        assert_eq!(j["failure_files"], serde_json::json!([]));
+        for kind in ["cancel", "slow_release", "client_fail"] {
+            assert!(
+                j["faults"][kind].as_u64().unwrap() > 0,
+                "{scenario}: no {kind} fault injected: {}",
+                j["faults"]
+            );
+        }
+        assert!(
+            fs::read_dir(out.path()).unwrap().next().is_none(),
+            "no files written"
+        );
+    }
+}
+
+#[test]
+fn each_locks_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
+    for (mutant, invariant) in LOCKS_MUTANTS {
+        let out = tempfile::tempdir().unwrap();
+        let o = simcast(&[
+            "sweep",
+            "--mutant",
+            mutant,
+            "--seeds",
+            "1000",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code(&o), 1, "{mutant} not caught: {}", stdout(&o));
+        let j = last_json(&o);
+        assert!(j["violations"][invariant].as_u64().unwrap() >= 1, "{j}");
+        let files = j["failure_files"].as_array().unwrap();
+        assert!(!files.is_empty());
+        for f in files {
+            let f = f.as_str().unwrap();
+            let stored: Value = serde_json::from_str(&fs::read_to_string(f).unwrap()).unwrap();
+            let r = simcast(&["replay", f, "--json"]);
+            assert_eq!(code(&r), 1, "replay of {f}: {}", stdout(&r));
+            let rj = last_json(&r);
+            assert_eq!(rj["diverged"], false, "{rj}");
+            assert_eq!(rj["digest"], stored["digest"]);
+            assert_eq!(
+                rj["violation"]["invariant"],
+                stored["violation"]["invariant"]
+            );
+            assert_eq!(rj["violation"]["step"], stored["violation"]["step"]);
+            assert_eq!(rj["violation"]["time"], stored["violation"]["time"]);
+            assert_eq!(stored["mutant"], mutant);
+            // The same seed through `sim` reaches the same verdict and digest.
+            let sim = last_json(&simcast(&[
+                "sim",
+                "--scenario",
+                stored["scenario"]["name"].as_str().unwrap(),
+                "--seed",
+                &stored["seed"].to_string(),
+                "--mutant",
+                mutant,
+                "--json",
+            ]));
+            assert_eq!(sim["digest"], stored["digest"]);
+            assert_eq!(sim["violation"]["invariant"], invariant);
+        }
+    }
+}
+
+#[test]
+fn replay_of_an_edited_choice_sequence_names_the_first_differing_step() {
+    let out = tempfile::tempdir().unwrap();
+    let o = simcast(&[
+        "sweep",
+        "--mutant",
+        "lost-wakeup",
+        "--scenario",
+        "locks-contended",
+        "--seeds",
+        "200",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 1);
+    let file = last_json(&o)["failure_files"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut seed: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    // Flip a decision late in the run: the replay must follow the recording
+    // up to there, then depart.
+    let choices = seed["choices"].as_array_mut().unwrap();
+    let k = choices.len() * 3 / 4;
+    let flipped = if choices[k] == 0 { 1 } else { 0 };
+    choices[k] = flipped.into();
+    let edited = out.path().join("edited.json");
+    fs::write(&edited, serde_json::to_string(&seed).unwrap()).unwrap();
+    let r = simcast(&["replay", edited.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&r), 1);
+    let j = last_json(&r);
+    assert_eq!(j["diverged"], true, "{j}");
+    let step = j["divergence_step"].as_u64().expect("a step is named");
+    assert!(
+        step > 0 && step <= seed["events"].as_u64().unwrap(),
+        "{step}"
+    );
+    let text = simcast(&["replay", edited.to_str().unwrap()]);
+    assert!(stdout(&text).contains(&format!("departs from the recording at step {step}")));
+}
+
+#[test]
+fn sweep_totals_do_not_depend_on_the_number_of_jobs() {
+    let run = |jobs: &str, mutant: Option<&str>| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "sweep",
+            "--scenario",
+            "locks-contended",
+            "--seeds",
+            "60",
+            "--jobs",
+            jobs,
+            "--max-failures",
+            "3",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--json",
+        ];
+        if let Some(m) = mutant {
+            args.extend(["--mutant", m]);
+        }
+        let mut j = last_json(&simcast(&args));
+        for volatile in [
+            "wall_ms",
+            "seeds_per_sec",
+            "events_per_sec",
+            "failure_files",
+        ] {
+            j.as_object_mut().unwrap().remove(volatile);
+        }
+        j
+    };
+    assert_eq!(run("1", None), run("2", None));
+    assert_eq!(run("1", Some("lost-wakeup")), run("3", Some("lost-wakeup")));
+}
+
+#[test]
+fn shards_cover_disjoint_seeds_that_add_up_to_the_whole() {
+    let seeds = |shard: Option<&str>| {
+        let mut args = vec![
+            "sweep",
+            "--scenario",
+            "locks-contended",
+            "--seeds",
+            "40",
+            "--json",
+        ];
+        if let Some(s) = shard {
+            args.extend(["--shard", s]);
+        }
+        let j = last_json(&simcast(&args));
+        (j["seeds"].as_u64().unwrap(), j["events"].as_u64().unwrap())
+    };
+    let (all, all_events) = seeds(None);
+    let (a, ea) = seeds(Some("1/3"));
+    let (b, eb) = seeds(Some("2/3"));
+    let (c, ec) = seeds(Some("3/3"));
+    assert_eq!(a + b + c, all);
+    assert_eq!(
+        ea + eb + ec,
+        all_events,
+        "the shards ran exactly the same seeds"
+    );
+    assert_eq!(code(&simcast(&["sweep", "--shard", "4/3"])), 2);
+    assert_eq!(code(&simcast(&["sweep", "--shard", "x"])), 2);
+}
+
+#[test]
+fn unknown_scenario_is_exit_2_with_the_known_names() {
+    let o = simcast(&["sim", "--scenario", "no-such", "--seed", "1"]);
+    assert_eq!(code(&o), 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("unknown scenario") && e.contains("locks-contended"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    let o = simcast(&["sweep", "--scenario", "no-such"]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn unknown_mutant_is_exit_2_with_the_known_names() {
+    let o = simcast(&[
+        "sim",
+        "--scenario",
+        "locks-contended",
+        "--seed",
+        "1",
+        "--mutant",
+        "nope",
+    ]);
+    assert_eq!(code(&o), 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("unknown mutant `nope`") && e.contains("lost-wakeup"),
+        "{e}"
+    );
+    let o = simcast(&["sweep", "--mutant", "nope"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("unknown mutant `nope`"));
+}
+
+#[test]
+fn scenario_files_with_unknown_keys_or_bad_values_are_exit_2_naming_the_key() {
+    let base = fs::read_to_string(fixture("locks-tiny.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("colour = \"red\"\n", "unknown key `colour`"),
+        ("[faults]\nmeteor = 0.5\n", "unknown key `meteor`"),
+        ("[workload]\nbogus = 1\n", "unknown field `bogus`"),
+        ("[run]\nspeed = 2\n", "unknown field `speed`"),
+    ];
+    for (i, (edit, needle)) in cases.iter().enumerate() {
+        // Put the edit under the right table by appending a fresh copy of it.
+        let text = if edit.starts_with('[') {
+            let table = edit.lines().next().unwrap();
+            let line = edit.lines().nth(1).unwrap();
+            base.replacen(table, &format!("{table}\n{line}"), 1)
+        } else {
+            format!("{edit}{base}")
+        };
+        let path = dir.path().join(format!("case{i}.toml"));
+        fs::write(&path, text).unwrap();
+        let o = simcast(&["sim", "--scenario", path.to_str().unwrap(), "--seed", "1"]);
+        assert_eq!(code(&o), 2, "case {i}");
+        assert!(stderr(&o).contains(needle), "case {i}: {}", stderr(&o));
+    }
+    let bad_values = [
+        ("clients = 2", "clients = 0", "`clients` must be at least 1"),
+        (
+            "cancel = 0.5",
+            "cancel = 1.5",
+            "`cancel` must be a probability",
+        ),
+        (
+            "think_ms = [0, 10]",
+            "think_ms = [10, 0]",
+            "`think_ms` must be [min, max]",
+        ),
+        (
+            "protocol = \"locks\"",
+            "protocol = \"paxos\"",
+            "unknown protocol `paxos`",
+        ),
+    ];
+    for (i, (from, to, needle)) in bad_values.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        fs::write(&path, base.replace(from, to)).unwrap();
+        let o = simcast(&["sim", "--scenario", path.to_str().unwrap(), "--seed", "1"]);
+        assert_eq!(code(&o), 2, "{to}");
+        assert!(stderr(&o).contains(needle), "{to}: {}", stderr(&o));
+    }
+    // A broken file in the scenario directory is named, not skipped.
+    let only = dir.path().join("only");
+    fs::create_dir(&only).unwrap();
+    fs::write(only.join("good.toml"), &base).unwrap();
+    fs::write(only.join("broken.toml"), "protocol = \n").unwrap();
+    let o = simcast(&["list", "--scenario-dir", only.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("broken.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn corrupt_seed_files_are_exit_2_naming_the_problem() {
+    let out = tempfile::tempdir().unwrap();
+    let o = simcast(&[
+        "sim",
+        "--scenario",
+        "locks-contended",
+        "--seed",
+        "3",
+        "--save",
+        out.path().join("good.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0);
+    let good = fs::read_to_string(out.path().join("good.json")).unwrap();
+    let r = simcast(&[
+        "replay",
+        out.path().join("good.json").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&r), 0, "a clean saved run replays clean");
+    assert_eq!(last_json(&r)["diverged"], false);
+
+    let edited_scenario = good.replacen("\"rounds\": 25", "\"rounds\": 26", 1);
+    assert_ne!(edited_scenario, good);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "truncated",
+            good[..good.len() / 2].to_owned(),
+            "not a valid seed file",
+        ),
+        ("not-json", "hello".to_owned(), "not a valid seed file"),
+        ("empty", String::new(), "not a valid seed file"),
+        (
+            "future-format",
+            good.replace("simcast-seed/1", "simcast-seed/99"),
+            "format `simcast-seed/99` is not supported",
+        ),
+        (
+            "edited-scenario",
+            edited_scenario,
+            "the file was edited or is corrupt",
+        ),
+        (
+            "bad-digest",
+            good.replacen("\"digest\": \"", "\"digest\": \"zz", 1),
+            "`digest` is not 16 hex digits",
+        ),
+        (
+            "unknown-field",
+            good.replacen("{", "{\n  \"surprise\": 1,", 1),
+            "unknown field `surprise`",
+        ),
+        (
+            "bad-mutant",
+            good.replacen("\"mutant\": null", "\"mutant\": \"nope\"", 1),
+            "unknown mutant `nope`",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = out.path().join(format!("{name}.json"));
+        fs::write(&path, text).unwrap();
+        let o = simcast(&["replay", path.to_str().unwrap(), "--json"]);
+        assert_eq!(code(&o), 2, "{name}: {}", stdout(&o));
+        let e = stderr(&o);
+        assert!(e.contains(needle), "{name}: {e}");
+        assert!(
+            e.contains(&format!("{name}.json")),
+            "{name}: names the file: {e}"
+        );
+        assert!(!e.contains("panicked"), "{name}: {e}");
+    }
+    let o = simcast(&["replay", "/no/such/file.json"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("cannot read"));
+}
+
+#[test]
+fn commands_find_the_scenarios_from_a_subdirectory() {
+    let o = simcast_in(&support::root().join("crates"), &["list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(last_json(&o)["scenarios"].as_array().unwrap().len() >= 2);
+}
