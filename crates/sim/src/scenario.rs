@@ -309,3 +309,59 @@ impl Catalog {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Catalog {
+        Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios"))
+            .expect("shipped scenarios parse")
+    }
+
+    #[test]
+    fn every_shipped_scenario_parses_and_each_protocol_has_a_default() {
+        let c = shipped();
+        for p in registry::protocols() {
+            assert!(
+                !c.defaults(Some(p.name)).is_empty(),
+                "protocol {} has no default scenario",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn json_form_round_trips_with_the_same_hash() {
+        for s in shipped().scenarios {
+            let back = Scenario::from_json(&s.to_json()).expect("round trip");
+            assert_eq!(back, s);
+            assert_eq!(back.hash(), s.hash());
+        }
+    }
+
+    #[test]
+    fn the_hash_changes_with_any_value() {
+        let c = shipped();
+        let s = &c.scenarios[0];
+        let mut t = s.clone();
+        t.run.heal_ms += 1;
+        assert_ne!(s.hash(), t.hash());
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let err = |text: &str| Scenario::from_toml("t", text).unwrap_err().message;
+        assert!(err("protocol = \"locks\"").contains("missing table [run]"));
+        assert!(err("[run]\nchaos_ms = 1\nheal_ms = 1").contains("missing key `protocol`"));
+        assert!(
+            err("protocol = \"locks\"\nextra = 1\n[run]\nchaos_ms = 1\nheal_ms = 1")
+                .contains("unknown key `extra`")
+        );
+        assert!(
+            err("protocol = \"locks\"\n[run]\nchaos_ms = 1\nheal_ms = 1\n[faults]\nswarm = 3")
+                .contains("`swarm` must be true or false")
+        );
+        assert!(err("protocol = [").contains("TOML") || err("protocol = [").contains("line"));
+    }
+}
