@@ -411,7 +411,7 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
             ProgressBar::with_draw_target(Some(items.len() as u64), ProgressDrawTarget::stderr());
         pb.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec}, eta {eta}) {msg}",
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} runs, eta {eta} {msg}",
             )
             .expect("valid template")
             .progress_chars("=> "),
