@@ -11,5 +11,6 @@
 //! The shape, at every level: mutate through `handle_*`/command methods, then
 //! drain the resulting effects with `poll_*` until it returns `None`.
 
+pub mod broadcast;
 pub mod locks;
 pub mod time;

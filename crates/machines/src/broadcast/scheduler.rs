@@ -1,0 +1,73 @@
+//! The ack-callback scheduler: conflicting tasks' callbacks run in
+//! control-channel time-tick order and never overlap.
+//!
+//! A task enters the queue when its control channel is acked and leaves it
+//! when its callback succeeds. Walking the queue in (tick, id) order, a
+//! queued task starts when its acks are complete and durable and no earlier
+//! entry conflicts with it. **simcast:** every earlier entry counts, running
+//! or still waiting for acks: a waiting callback reserves its keys, so a
+//! later conflicting task cannot overtake it. (The reference lets a later
+//! task with currently free keys overtake; that is the `CallbackOvertake`
+//! flaw.)
+
+use std::collections::BTreeMap;
+
+use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick};
+use crate::locks::LockRequest;
+
+/// Tasks whose control channel is acked and whose callback has not
+/// succeeded, in control-tick order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(super) struct CallbackQueue {
+    entries: BTreeMap<(TimeTick, BroadcastId), LockRequest>,
+    tick_of: BTreeMap<BroadcastId, TimeTick>,
+}
+
+impl CallbackQueue {
+    pub(super) fn push(&mut self, tick: TimeTick, id: BroadcastId, keys: LockRequest) {
+        if self.tick_of.insert(id, tick).is_none() {
+            self.entries.insert((tick, id), keys);
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: BroadcastId) {
+        if let Some(tick) = self.tick_of.remove(&id) {
+            self.entries.remove(&(tick, id));
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl Broadcaster {
+    /// Starts every callback the ordering rule allows now.
+    pub(super) fn schedule_callbacks(&mut self) {
+        let overtake = self.cfg.flaw == Some(BroadcastFlaw::CallbackOvertake);
+        let before_acks = self.cfg.flaw == Some(BroadcastFlaw::CallbackBeforeAllAcks);
+        let mut blockers: Vec<&LockRequest> = Vec::new();
+        let mut start: Vec<BroadcastId> = Vec::new();
+        for ((_, id), keys) in &self.queue.entries {
+            let task = &self.tasks[id];
+            let blocked = blockers.iter().any(|b| b.conflicts_with(keys));
+            let ready = before_acks || task.acks_complete_and_durable();
+            if task.callback == CallbackProgress::Queued && ready && !blocked {
+                start.push(*id);
+                blockers.push(keys);
+                continue;
+            }
+            let in_progress = matches!(
+                task.callback,
+                CallbackProgress::Running { .. } | CallbackProgress::Backoff { .. }
+            );
+            if !overtake || in_progress {
+                blockers.push(keys);
+            }
+        }
+        for id in start {
+            self.invoke(id, 1);
+        }
+        debug_assert!(self.queue.len() == self.queue.tick_of.len());
+    }
+}
