@@ -6,9 +6,11 @@ mod support;
 use std::fs;
 
 use serde_json::Value;
+use simcast_sim::scenario::Catalog;
 use support::{code, fixture, last_json, simcast, simcast_in, stderr, stdout};
 
 const LOCKS_SCENARIOS: [&str; 2] = ["locks-contended", "locks-wide"];
+/// The locks mutants and the invariants that must catch them.
 const LOCKS_MUTANTS: [(&str, &str); 3] = [
     ("ignore-earlier-waiters", "locks.fifo"),
     ("shared-in-identity", "locks.exclusion"),
@@ -69,7 +71,8 @@ fn list_json_names_scenarios_invariants_and_mutants() {
 
 #[test]
 fn sim_prints_the_same_digest_in_two_processes() {
-    for scenario in LOCKS_SCENARIOS {
+    for (scenario, _) in default_scenarios() {
+        let scenario = scenario.as_str();
         let a = last_json(&simcast(&[
             "sim",
             "--scenario",
@@ -151,16 +154,35 @@ fn sim_check_determinism_reports_identical_runs() {
     assert_eq!(j["divergence"], Value::Null);
 }
 
+/// Every default scenario, with the fault kinds its profile turns on.
+fn default_scenarios() -> Vec<(String, Vec<String>)> {
+    let catalog = Catalog::load(&support::root().join("sim-scenarios")).expect("scenarios parse");
+    catalog
+        .defaults(None)
+        .into_iter()
+        .map(|s| {
+            let on = s
+                .faults
+                .rates
+                .iter()
+                .filter(|(_, p)| **p > 0.0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            (s.name.clone(), on)
+        })
+        .collect()
+}
+
 #[test]
-fn clean_sweep_of_each_locks_scenario_exits_zero_and_counts_faults() {
-    for scenario in LOCKS_SCENARIOS {
+fn clean_sweep_of_each_default_scenario_exits_zero_and_injects_every_enabled_fault() {
+    for (scenario, kinds) in default_scenarios() {
         let out = tempfile::tempdir().unwrap();
         let o = simcast(&[
             "sweep",
             "--scenario",
-            scenario,
+            &scenario,
             "--seeds",
-            "150",
+            "120",
             "--out",
             out.path().to_str().unwrap(),
             "--json",
@@ -168,12 +190,12 @@ fn clean_sweep_of_each_locks_scenario_exits_zero_and_counts_faults() {
         assert_eq!(code(&o), 0, "{scenario}: {}", stdout(&o));
         let j = last_json(&o);
         assert_eq!(j["command"], "sweep");
-        assert_eq!(j["seeds"], 150);
+        assert_eq!(j["seeds"], 120);
         assert_eq!(j["failures"], 0);
         assert_eq!(j["failure_files"], serde_json::json!([]));
-        for kind in ["cancel", "slow_release", "client_fail"] {
+        for kind in kinds {
             assert!(
-                j["faults"][kind].as_u64().unwrap() > 0,
+                j["faults"][&kind].as_u64().unwrap() > 0,
                 "{scenario}: no {kind} fault injected: {}",
                 j["faults"]
             );
@@ -186,22 +208,30 @@ fn clean_sweep_of_each_locks_scenario_exits_zero_and_counts_faults() {
 }
 
 #[test]
-fn each_locks_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
-    for (mutant, invariant) in LOCKS_MUTANTS {
+fn every_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
+    let list = last_json(&simcast(&["list", "--json"]));
+    let mutants = list["mutants"].as_array().unwrap();
+    assert!(mutants.len() >= LOCKS_MUTANTS.len() + 5);
+    for m in mutants {
+        let mutant = m["name"].as_str().unwrap();
+        let invariant = m["invariant"].as_str().unwrap();
         let out = tempfile::tempdir().unwrap();
         let o = simcast(&[
             "sweep",
             "--mutant",
             mutant,
             "--seeds",
-            "1000",
+            "2000",
             "--out",
             out.path().to_str().unwrap(),
             "--json",
         ]);
         assert_eq!(code(&o), 1, "{mutant} not caught: {}", stdout(&o));
         let j = last_json(&o);
-        assert!(j["violations"][invariant].as_u64().unwrap() >= 1, "{j}");
+        assert!(
+            j["violations"][invariant].as_u64().unwrap_or(0) >= 1,
+            "{mutant}: {j}"
+        );
         let files = j["failure_files"].as_array().unwrap();
         assert!(!files.is_empty());
         for f in files {
@@ -231,9 +261,31 @@ fn each_locks_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
                 "--json",
             ]));
             assert_eq!(sim["digest"], stored["digest"]);
-            assert_eq!(sim["violation"]["invariant"], invariant);
+            assert_eq!(
+                sim["violation"]["invariant"],
+                stored["violation"]["invariant"]
+            );
         }
     }
+}
+
+#[test]
+fn a_mutant_of_another_protocol_is_exit_2() {
+    let o = simcast(&[
+        "sim",
+        "--scenario",
+        "locks-contended",
+        "--seed",
+        "1",
+        "--mutant",
+        "store-no-dedup",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("belongs to protocol broadcast"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

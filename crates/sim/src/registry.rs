@@ -111,7 +111,10 @@ pub const PANIC_INVARIANT: &str = "sim.panic";
 
 /// Every protocol, in a fixed order.
 pub fn protocols() -> &'static [&'static ProtocolInfo] {
-    static ALL: [&ProtocolInfo; 1] = [&crate::protocols::locks::INFO];
+    static ALL: [&ProtocolInfo; 2] = [
+        &crate::protocols::locks::INFO,
+        &crate::protocols::broadcast::INFO,
+    ];
     &ALL
 }
 

@@ -24,12 +24,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use simcast_machines::locks::{
-    Domain, LockError, LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId, ResourceKey,
+    LockError, LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId,
 };
 use simcast_machines::time::Time;
 
 use crate::engine::{Cx, NodeId, Protocol};
 use crate::faults::ppm;
+use crate::protocols::keys::{KeyConfig, KeySpace, clash};
 use crate::registry::{FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo};
 
 /// Names of the locks protocol.
@@ -94,10 +95,6 @@ const F_CANCEL: usize = 0;
 const F_SLOW_RELEASE: usize = 1;
 const F_CLIENT_FAIL: usize = 2;
 
-fn all_domains() -> Vec<Domain> {
-    Domain::ALL.to_vec()
-}
-
 /// The `[workload]` table of a locks scenario. Durations in virtual
 /// milliseconds; ranges are `[min, max]`, inclusive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,18 +104,9 @@ pub struct LocksWorkload {
     pub clients: u32,
     /// Rounds (request, hold, release) per client.
     pub rounds: u32,
-    /// Distinct keys per domain.
-    pub keys_per_domain: u32,
-    /// Keys per request, at most (at least 1).
-    pub max_keys: u32,
-    /// Domains keys are drawn from (repeat one to weight it).
-    #[serde(default = "all_domains")]
-    pub domains: Vec<Domain>,
-    /// Probability that a key is wanted shared.
-    pub shared_ratio: f64,
-    /// Probability that a request takes the exclusive cluster key.
-    #[serde(default)]
-    pub exclusive_cluster_ratio: f64,
+    /// How requests draw their keys.
+    #[serde(flatten)]
+    pub keys: KeyConfig,
     /// Probability that a round uses try-acquire instead of blocking.
     #[serde(default)]
     pub try_ratio: f64,
@@ -161,11 +149,10 @@ impl LocksWorkload {
     /// # Errors
     /// A message naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        self.keys.validate()?;
         let at_least_one = [
             ("clients", self.clients),
             ("rounds", self.rounds),
-            ("keys_per_domain", self.keys_per_domain),
-            ("max_keys", self.max_keys),
             ("slow_release_factor", self.slow_release_factor),
         ];
         for (key, v) in at_least_one {
@@ -176,17 +163,11 @@ impl LocksWorkload {
         if self.clients > 1000 {
             return Err("`clients` must be at most 1000".to_owned());
         }
-        if self.domains.is_empty() {
-            return Err("`domains` must name at least one domain".to_owned());
-        }
-        for (key, p) in [
-            ("shared_ratio", self.shared_ratio),
-            ("exclusive_cluster_ratio", self.exclusive_cluster_ratio),
-            ("try_ratio", self.try_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(format!("`{key}` must be between 0 and 1, not {p}"));
-            }
+        if !(0.0..=1.0).contains(&self.try_ratio) {
+            return Err(format!(
+                "`try_ratio` must be between 0 and 1, not {}",
+                self.try_ratio
+            ));
         }
         for (key, [lo, hi]) in [
             ("think_ms", self.think_ms),
@@ -211,11 +192,7 @@ impl LocksWorkload {
 struct Params {
     clients: u32,
     rounds: u32,
-    keys_per_domain: u32,
-    max_keys: u32,
-    domains: Vec<Domain>,
-    shared_ppm: u32,
-    exclusive_cluster_ppm: u32,
+    keys: KeySpace,
     try_ppm: u32,
     think_us: (u64, u64),
     hold_us: (u64, u64),
@@ -515,16 +492,6 @@ struct History {
     held: BTreeMap<RequestId, LockRequest>,
 }
 
-/// Naive conflict test, written independently of the table's: some pair of
-/// keys names the same lock and is not shared on both sides.
-fn clash(a: &LockRequest, b: &LockRequest) -> bool {
-    a.keys().iter().any(|x| {
-        b.keys()
-            .iter()
-            .any(|y| x.domain == y.domain && x.key == y.key && !(x.shared && y.shared))
-    })
-}
-
 impl History {
     fn admitted(&mut self, rid: RequestId, request: LockRequest) {
         self.next_arrival += 1;
@@ -623,11 +590,7 @@ impl LocksWorld {
             p: Params {
                 clients: w.clients,
                 rounds: w.rounds,
-                keys_per_domain: w.keys_per_domain,
-                max_keys: w.max_keys,
-                domains: w.domains.clone(),
-                shared_ppm: ppm(w.shared_ratio),
-                exclusive_cluster_ppm: ppm(w.exclusive_cluster_ratio),
+                keys: w.keys.space(),
                 try_ppm: ppm(w.try_ratio),
                 think_us: us(w.think_ms),
                 hold_us: us(w.hold_ms),
@@ -703,27 +666,7 @@ impl LocksWorld {
     }
 
     fn random_request(&self, cx: &mut Cx<Self>) -> LockRequest {
-        let n = cx.between(1, u64::from(self.p.max_keys));
-        let mut keys = Vec::with_capacity(n as usize + 1);
-        for _ in 0..n {
-            let domain = self.p.domains[cx.choose(self.p.domains.len() as u32) as usize];
-            let i = cx.choose(self.p.keys_per_domain);
-            let shared = cx.chance(self.p.shared_ppm);
-            keys.push(match domain {
-                Domain::DbName => ResourceKey::db(&format!("db{i}"), shared),
-                Domain::CollectionName => {
-                    let db = if i % 2 == 0 { "" } else { "db1" };
-                    ResourceKey::collection(db, &format!("c{i}"), shared)
-                }
-                Domain::Privilege => ResourceKey::privilege(),
-                Domain::SnapshotName => ResourceKey::snapshot(i64::from(i), "snap", shared),
-                Domain::Cluster => ResourceKey::cluster(shared),
-            });
-        }
-        if cx.chance(self.p.exclusive_cluster_ppm) {
-            keys.push(ResourceKey::exclusive_cluster());
-        }
-        LockRequest::for_broadcast(keys)
+        LockRequest::for_broadcast(self.p.keys.draw(cx))
     }
 
     /// A client event is an opportunity for the client to fail.

@@ -6,6 +6,8 @@
 //! variant, and one arm in each `match` below. Sweeps, replay, shrinking and
 //! exploration then work for it unchanged.
 
+pub mod broadcast;
+pub mod keys;
 pub mod locks;
 
 use serde_json::Value;
@@ -18,6 +20,8 @@ use crate::registry::{MutantInfo, ProtocolInfo};
 pub enum Workload {
     /// Clients contending on a lock table.
     Locks(locks::LocksWorkload),
+    /// The broadcaster on a coordinator, channels, stores, a secondary.
+    Broadcast(broadcast::BroadcastWorkload),
 }
 
 impl Workload {
@@ -25,6 +29,7 @@ impl Workload {
     pub fn protocol(&self) -> &'static ProtocolInfo {
         match self {
             Workload::Locks(_) => &locks::INFO,
+            Workload::Broadcast(_) => &broadcast::INFO,
         }
     }
 
@@ -38,10 +43,12 @@ impl Workload {
         }
         let workload = match protocol.name {
             "locks" => Workload::Locks(typed(value)?),
+            "broadcast" => Workload::Broadcast(typed(value)?),
             other => return Err(format!("protocol {other} has no workload type")),
         };
         match &workload {
             Workload::Locks(w) => w.validate()?,
+            Workload::Broadcast(w) => w.validate()?,
         }
         Ok(workload)
     }
@@ -50,6 +57,7 @@ impl Workload {
     pub fn to_value(&self) -> Value {
         match self {
             Workload::Locks(w) => serde_json::to_value(w),
+            Workload::Broadcast(w) => serde_json::to_value(w),
         }
         .expect("workloads serialize")
     }
@@ -73,6 +81,9 @@ pub fn build_protocol<V: WorldVisitor>(
 ) -> V::Output {
     match workload {
         Workload::Locks(w) => visitor.visit(build.build(locks::LocksWorld::new(w, mutant))),
+        Workload::Broadcast(w) => {
+            visitor.visit(build.build(broadcast::BroadcastWorld::new(w, mutant)))
+        }
     }
 }
 
