@@ -6,8 +6,10 @@
 
 mod bench;
 mod common;
+mod failure;
 mod list;
 mod replay;
+mod shrink;
 mod sim;
 mod sweep;
 
@@ -35,6 +37,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Re-run a seed file; check its digest and its verdict.
     Replay(replay::ReplayArgs),
+    /// Minimize a failing seed file's decisions, keeping the same violated
+    /// invariant.
+    Shrink(shrink::ShrinkArgs),
     /// List scenarios, invariants, mutants and fault kinds.
     List(list::ListArgs),
     /// Throughput figures on one core: simulated events/s and seeds/s.
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Command::Sim(a) => sim::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Shrink(a) => shrink::run(a),
         Command::List(a) => list::run(a),
         Command::Bench(a) => bench::run(a),
     };

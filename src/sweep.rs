@@ -22,12 +22,12 @@ use simcast_sim::engine::{RunOptions, Violation};
 use simcast_sim::registry::{self, MutantInfo};
 use simcast_sim::runner::{RunSpec, run as run_spec};
 use simcast_sim::scenario::Scenario;
-use simcast_sim::seedfile::SeedFile;
 
 use crate::common::{
     Failure, ScenarioDir, Stopwatch, Verdict, mutant_for, print_json, show_violation,
     stdout_is_terminal, usage,
 };
+use crate::failure::{Written, shrink_and_write};
 
 /// `K/N`: this worker is shard K (1-based) of N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +95,10 @@ pub struct SweepArgs {
     /// Stop a scenario after this many failing seeds (0 = never).
     #[arg(long, value_name = "N", default_value_t = 1)]
     max_failures: u64,
+    /// Seconds spent shrinking each failure before its seed file is
+    /// written (0: write it unshrunk).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    shrink_budget: f64,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -151,17 +155,19 @@ impl Tally {
     }
 }
 
-/// A failing seed, written as a seed file.
+/// A failing seed, written as a (shrunk) seed file.
 #[derive(Clone, Debug)]
 pub struct FoundFailure {
     /// Scenario name.
     pub scenario: String,
     /// Seed.
     pub seed: u64,
-    /// What broke.
+    /// What broke (in the written, shrunk run).
     pub violation: Violation,
     /// The seed file.
     pub file: PathBuf,
+    /// Shrinking figures.
+    pub written: Written,
 }
 
 /// The selection and the knobs of a sweep, resolved.
@@ -190,6 +196,8 @@ pub struct Plan {
     pub progress_lines: bool,
     /// Prefix of seed file origins.
     pub origin: String,
+    /// Seconds of shrinking per failure.
+    pub shrink_budget: f64,
 }
 
 /// What a sweep found.
@@ -262,6 +270,11 @@ pub fn run(a: SweepArgs) -> Result<Verdict, Failure> {
     if a.jobs == Some(0) {
         return Err(usage("--jobs must be at least 1"));
     }
+    if a.shrink_budget.is_nan() || a.shrink_budget < 0.0 {
+        return Err(usage(
+            "--shrink-budget must be a number of seconds, 0 or more",
+        ));
+    }
     if a.time_budget.is_some_and(|t| t.is_nan() || t <= 0.0) {
         return Err(usage("--time-budget must be a positive number of seconds"));
     }
@@ -281,6 +294,7 @@ pub fn run(a: SweepArgs) -> Result<Verdict, Failure> {
         progress_bar: terminal && !a.json,
         progress_lines: !terminal,
         origin: "simcast sweep".to_owned(),
+        shrink_budget: a.shrink_budget,
     };
     let report = execute(&plan)?;
     let wall_ms = clock.ms();
@@ -315,6 +329,16 @@ pub fn report_json(
         "events": report.total.events,
         "failures": report.failures.len(),
         "failure_files": report.failures.iter().map(|f| f.file.display().to_string()).collect::<Vec<_>>(),
+        "failure_details": report.failures.iter().map(|f| json!({
+            "scenario": f.scenario,
+            "seed": f.seed,
+            "invariant": f.violation.invariant,
+            "file": f.file.display().to_string(),
+            "choices_before": f.written.choices_before,
+            "choices_after": f.written.choices_after,
+            "events_before": f.written.events_before,
+            "events_after": f.written.events_after,
+        })).collect::<Vec<_>>(),
         "violations": report.total.violations,
         "faults": report.total.faults,
         "complete": report.complete,
@@ -557,7 +581,8 @@ fn total_found(found: &[Mutex<Vec<u64>>]) -> usize {
         .sum()
 }
 
-/// Re-runs a failing seed with per-step digests and writes its seed file.
+/// Re-runs a failing seed, shrinks it within the plan's budget and writes
+/// its seed file.
 fn write_failure(plan: &Plan, si: usize, seed: u64) -> Result<FoundFailure, Failure> {
     let scenario = &plan.scenarios[si];
     let spec = RunSpec {
@@ -566,27 +591,21 @@ fn write_failure(plan: &Plan, si: usize, seed: u64) -> Result<FoundFailure, Fail
         seed,
         choices: None,
     };
-    let outcome = run_spec(
-        &spec,
-        RunOptions {
-            keep_trace: false,
-            record_steps: true,
-        },
-    );
-    let violation = outcome.violation.clone().ok_or_else(|| {
-        usage(format!(
+    let outcome = run_spec(&spec, RunOptions::default());
+    if outcome.violation.is_none() {
+        return Err(usage(format!(
             "{} seed {seed} failed once and then passed: the run is not deterministic",
             scenario.name
-        ))
-    })?;
-    let file = SeedFile::from_run(&spec, &outcome, Some(plan.origin.clone()));
+        )));
+    }
     let path = failure_path(&plan.out, &scenario.name, plan.mutant, seed);
-    file.write(&path)
-        .map_err(|e| usage(format!("{}: cannot write: {e}", path.display())))?;
+    let origin = format!("{} seed {seed}", plan.origin);
+    let written = shrink_and_write(&spec, &outcome, plan.shrink_budget, &path, &origin)?;
     Ok(FoundFailure {
         scenario: scenario.name.clone(),
         seed,
-        violation,
+        violation: written.violation.clone(),
         file: path,
+        written,
     })
 }

@@ -9,7 +9,8 @@
 //! - [`faults`]: fault profiles and per-seed swarm selection;
 //! - [`protocols`]: the worlds of each protocol;
 //! - [`scenario`], [`seedfile`]: the files users keep;
-//! - [`runner`]: run a scenario, check determinism, find divergences.
+//! - [`runner`]: run a scenario, check determinism, find divergences;
+//! - [`shrink`]: minimize a failing decision sequence.
 //!
 //! Nothing here reads a clock, spawns a thread or iterates a hash map: the
 //! same seed gives the same trace digest in every process and build profile.
@@ -23,3 +24,4 @@ pub mod registry;
 pub mod runner;
 pub mod scenario;
 pub mod seedfile;
+pub mod shrink;
