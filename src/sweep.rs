@@ -408,31 +408,121 @@ pub fn failure_path(out: &Path, scenario: &str, mutant: Option<&MutantInfo>, see
     ))
 }
 
+/// The seeds a plan runs, in order, without materializing them.
+#[derive(Clone, Copy, Debug)]
+struct Seeds {
+    first: u64,
+    step: u64,
+    count: u64,
+}
+
+impl Seeds {
+    fn of(plan: &Plan) -> Seeds {
+        let end = plan.start.saturating_add(plan.count);
+        let (step, first) = match plan.shard {
+            None => (1, plan.start),
+            Some(sh) => {
+                // The first seed >= start with seed % N == K - 1.
+                let r = plan.start % sh.n;
+                let want = sh.k - 1;
+                (sh.n, plan.start + (want + sh.n - r) % sh.n)
+            }
+        };
+        let count = if first >= end {
+            0
+        } else {
+            (end - first).div_ceil(step)
+        };
+        debug_assert!(count == 0 || plan.shard.is_none_or(|sh| sh.owns(first)));
+        Seeds { first, step, count }
+    }
+
+    fn nth(&self, j: u64) -> u64 {
+        self.first + j * self.step
+    }
+}
+
+/// One scenario's progress: results are folded into the tally in seed
+/// order, through a watermark, so the totals cover exactly the seeds up to
+/// the cut whatever the number of threads, with bounded memory.
+#[derive(Default)]
+struct Progress {
+    /// Index (within the scenario's seeds) of the first seed not folded.
+    watermark: u64,
+    /// Completed (or skipped: `None`) seeds above the watermark.
+    pending: BTreeMap<u64, Option<SeedResult>>,
+    tally: Tally,
+    /// The lowest failing seeds (at most `max_failures` when that is > 0).
+    failing: Vec<u64>,
+    /// Seeds above this are not needed.
+    cut: u64,
+}
+
+impl Progress {
+    fn complete(&mut self, j: u64, seed: u64, result: Option<SeedResult>, max_failures: u64) {
+        if result.as_ref().is_some_and(|r| r.violation.is_some()) {
+            let pos = self.failing.partition_point(|s| *s < seed);
+            self.failing.insert(pos, seed);
+            if max_failures > 0 {
+                self.failing.truncate(max_failures as usize);
+                if self.failing.len() as u64 == max_failures {
+                    self.cut = self.cut.min(self.failing[max_failures as usize - 1]);
+                }
+            }
+        }
+        self.pending.insert(j, result);
+    }
+
+    /// Folds results in seed order while they are contiguous (or all of them
+    /// at the end). A result folded before the end is final: every lower
+    /// seed has completed, so no lower cut can appear later.
+    fn fold(&mut self, seeds: &Seeds, until_end: bool) {
+        loop {
+            let next = if until_end {
+                self.pending.pop_first()
+            } else {
+                self.pending
+                    .remove(&self.watermark)
+                    .map(|r| (self.watermark, r))
+            };
+            let Some((j, r)) = next else { return };
+            if let Some(r) = r
+                && seeds.nth(j) <= self.cut
+            {
+                self.tally.add(&r);
+            }
+            self.watermark = j + 1;
+        }
+    }
+}
+
 /// Runs a plan: all cores, deterministic totals, failures written.
 pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
     let clock = Stopwatch::start();
-    let items: Vec<(usize, u64)> = (plan.start..plan.start.saturating_add(plan.count))
-        .filter(|s| plan.shard.is_none_or(|sh| sh.owns(*s)))
-        .flat_map(|seed| (0..plan.scenarios.len()).map(move |i| (i, seed)))
-        .collect();
-    let next = AtomicUsize::new(0);
+    let seeds = Seeds::of(plan);
+    let scenarios = plan.scenarios.len() as u64;
+    let total = seeds.count.saturating_mul(scenarios);
+    let next = AtomicU64::new(0);
     let out_of_time = AtomicBool::new(false);
-    // Per scenario: the lowest failing seeds found so far, and the cut above
-    // which seeds need not run.
-    let found: Vec<Mutex<Vec<u64>>> = plan
+    let progress: Vec<Mutex<Progress>> = plan
         .scenarios
         .iter()
-        .map(|_| Mutex::new(Vec::new()))
+        .map(|_| {
+            Mutex::new(Progress {
+                cut: u64::MAX,
+                ..Progress::default()
+            })
+        })
         .collect();
     let cut: Vec<AtomicU64> = plan
         .scenarios
         .iter()
         .map(|_| AtomicU64::new(u64::MAX))
         .collect();
-    let done = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let failing_seen = AtomicUsize::new(0);
     let bar = plan.progress_bar.then(|| {
-        let pb =
-            ProgressBar::with_draw_target(Some(items.len() as u64), ProgressDrawTarget::stderr());
+        let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         pb.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{wide_bar}] {pos}/{len} runs, eta {eta} {msg}",
@@ -442,62 +532,53 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
         );
         pb
     });
-    let jobs = plan.jobs.max(1).min(items.len().max(1));
-    let mut results: Vec<Option<SeedResult>> = vec![None; items.len()];
+    let jobs = (plan.jobs.max(1) as u64).min(total.max(1)) as usize;
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut mine = Vec::new();
                     loop {
                         if plan.time_budget.is_some_and(|b| clock.secs() > b) {
                             out_of_time.store(true, Ordering::Relaxed);
-                            break;
+                            return;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(si, seed)) = items.get(i) else {
-                            break;
-                        };
-                        if seed > cut[si].load(Ordering::Relaxed) {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            if let Some(b) = &bar {
-                                b.inc(1);
-                            }
-                            continue;
+                        if i >= total {
+                            return;
                         }
-                        let spec = RunSpec {
-                            scenario: &plan.scenarios[si],
-                            mutant: plan.mutant,
-                            seed,
-                            choices: None,
-                        };
-                        let o = run_spec(&spec, RunOptions::default());
-                        if o.violation.is_some() {
-                            let mut f = found[si].lock().expect("not poisoned");
-                            let pos = f.partition_point(|s| *s < seed);
-                            f.insert(pos, seed);
-                            if plan.max_failures > 0 && f.len() as u64 >= plan.max_failures {
-                                let nth = f[plan.max_failures as usize - 1];
-                                cut[si].fetch_min(nth, Ordering::Relaxed);
+                        let (si, j) = ((i % scenarios) as usize, i / scenarios);
+                        let seed = seeds.nth(j);
+                        let result = (seed <= cut[si].load(Ordering::Relaxed)).then(|| {
+                            let spec = RunSpec {
+                                scenario: &plan.scenarios[si],
+                                mutant: plan.mutant,
+                                seed,
+                                choices: None,
+                            };
+                            let o = run_spec(&spec, RunOptions::default());
+                            if o.violation.is_some() {
+                                let n = failing_seen.fetch_add(1, Ordering::Relaxed) + 1;
+                                if let Some(b) = &bar {
+                                    b.set_message(format!("{n} failing"));
+                                }
                             }
-                            if let Some(b) = &bar {
-                                b.set_message(format!("{} failing", total_found(&found)));
-                            }
-                        }
-                        mine.push((
-                            i,
                             SeedResult {
                                 events: o.events,
                                 faults: o.faults,
                                 violation: o.violation,
-                            },
-                        ));
+                            }
+                        });
+                        {
+                            let mut p = progress[si].lock().expect("not poisoned");
+                            p.complete(j, seed, result, plan.max_failures);
+                            p.fold(&seeds, false);
+                            cut[si].fetch_min(p.cut, Ordering::Relaxed);
+                        }
                         done.fetch_add(1, Ordering::Relaxed);
                         if let Some(b) = &bar {
                             b.inc(1);
                         }
                     }
-                    mine
                 })
             })
             .collect();
@@ -511,46 +592,28 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                         "{}: {}/{} runs, {} failing, {:.0}s",
                         plan.origin,
                         done.load(Ordering::Relaxed),
-                        items.len(),
-                        total_found(&found),
+                        total,
+                        failing_seen.load(Ordering::Relaxed),
                         last
                     );
                 }
             }
         }
         for w in workers {
-            for (i, r) in w.join().expect("sweep worker panicked") {
-                results[i] = Some(r);
-            }
+            w.join().expect("sweep worker panicked");
         }
     });
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     let complete = !out_of_time.load(Ordering::Relaxed);
-    // The final cut of each scenario: its max_failures-th lowest failure.
-    let final_cut: Vec<u64> = found
-        .iter()
-        .map(|f| {
-            let f = f.lock().expect("not poisoned");
-            if plan.max_failures > 0 && f.len() as u64 >= plan.max_failures {
-                f[plan.max_failures as usize - 1]
-            } else {
-                u64::MAX
-            }
-        })
-        .collect();
-    let mut per: Vec<Tally> = vec![Tally::default(); plan.scenarios.len()];
+    let mut per = Vec::with_capacity(plan.scenarios.len());
     let mut failing: Vec<(usize, u64)> = Vec::new();
-    for (&(si, seed), r) in items.iter().zip(&results) {
-        let Some(r) = r else { continue };
-        if seed > final_cut[si] {
-            continue;
-        }
-        per[si].add(r);
-        if r.violation.is_some() {
-            failing.push((si, seed));
-        }
+    for (si, p) in progress.into_iter().enumerate() {
+        let mut p = p.into_inner().expect("not poisoned");
+        p.fold(&seeds, true);
+        failing.extend(p.failing.iter().filter(|s| **s <= p.cut).map(|s| (si, *s)));
+        per.push(p.tally);
     }
     failing.sort();
     let mut failures = Vec::new();
@@ -572,13 +635,6 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
         failures,
         complete,
     })
-}
-
-fn total_found(found: &[Mutex<Vec<u64>>]) -> usize {
-    found
-        .iter()
-        .map(|f| f.lock().expect("not poisoned").len())
-        .sum()
 }
 
 /// Re-runs a failing seed, shrinks it within the plan's budget and writes
@@ -608,4 +664,55 @@ fn write_failure(plan: &Plan, si: usize, seed: u64) -> Result<FoundFailure, Fail
         file: path,
         written,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(start: u64, count: u64, shard: Option<Shard>) -> Plan {
+        Plan {
+            scenarios: Vec::new(),
+            mutant: None,
+            start,
+            count,
+            shard,
+            jobs: 1,
+            time_budget: None,
+            max_failures: 1,
+            out: PathBuf::new(),
+            progress_bar: false,
+            progress_lines: false,
+            origin: String::new(),
+            shrink_budget: 0.0,
+        }
+    }
+
+    #[test]
+    fn lazy_seeds_are_exactly_the_sharded_range() {
+        for start in 0..12 {
+            for count in 0..15 {
+                for n in 1..5 {
+                    for k in 1..=n {
+                        let sh = Shard { k, n };
+                        let s = Seeds::of(&plan(start, count, Some(sh)));
+                        let lazy: Vec<u64> = (0..s.count).map(|j| s.nth(j)).collect();
+                        let filtered: Vec<u64> =
+                            (start..start + count).filter(|x| sh.owns(*x)).collect();
+                        assert_eq!(lazy, filtered, "start {start} count {count} shard {k}/{n}");
+                    }
+                }
+                let s = Seeds::of(&plan(start, count, None));
+                assert_eq!(s.count, count);
+            }
+        }
+    }
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(parse_shard("2/3"), Ok(Shard { k: 2, n: 3 }));
+        assert!(parse_shard("0/3").is_err());
+        assert!(parse_shard("4/3").is_err());
+        assert!(parse_shard("3").is_err());
+    }
 }

@@ -249,7 +249,8 @@ fn every_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
             assert_eq!(rj["violation"]["step"], stored["violation"]["step"]);
             assert_eq!(rj["violation"]["time"], stored["violation"]["time"]);
             assert_eq!(stored["mutant"], mutant);
-            // The same seed through `sim` reaches the same verdict and digest.
+            // The written file is shrunk; the original seed through `sim`
+            // still fails the same way.
             let sim = last_json(&simcast(&[
                 "sim",
                 "--scenario",
@@ -260,7 +261,6 @@ fn every_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
                 mutant,
                 "--json",
             ]));
-            assert_eq!(sim["digest"], stored["digest"]);
             assert_eq!(
                 sim["violation"]["invariant"],
                 stored["violation"]["invariant"]
