@@ -222,6 +222,8 @@ fn every_mutant_is_caught_and_its_seed_file_replays_bit_exactly() {
             mutant,
             "--seeds",
             "2000",
+            "--shrink-budget",
+            "2",
             "--out",
             out.path().to_str().unwrap(),
             "--json",
@@ -357,6 +359,7 @@ fn sweep_totals_do_not_depend_on_the_number_of_jobs() {
             "seeds_per_sec",
             "events_per_sec",
             "failure_files",
+            "failure_details",
         ] {
             j.as_object_mut().unwrap().remove(volatile);
         }
