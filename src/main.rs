@@ -8,6 +8,7 @@ mod bench;
 mod common;
 mod failure;
 mod list;
+mod nightly;
 mod replay;
 mod shrink;
 mod sim;
@@ -44,6 +45,9 @@ enum Command {
     List(list::ListArgs),
     /// Throughput figures on one core: simulated events/s and seeds/s.
     Bench(bench::BenchArgs),
+    /// The nightly job: sweep every default scenario with fresh seeds for a
+    /// time budget; shrink failures; write a report.
+    Nightly(nightly::NightlyArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Shrink(a) => shrink::run(a),
         Command::List(a) => list::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Nightly(a) => nightly::run(a),
     };
     match result {
         Ok(code) => code.into(),
