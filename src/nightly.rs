@@ -16,7 +16,7 @@ use crate::common::{
     Failure, ScenarioDir, Stopwatch, Verdict, print_json, stdout_is_terminal, usage,
 };
 use crate::outln;
-use crate::sweep::{Plan, Shard, SweepReport, execute, parse_shard, report_json, select};
+use crate::sweep::{Plan, Shard, SweepReport, coverage, execute, parse_shard, report_json, select};
 
 /// Seeds reserved per night: consecutive nights never overlap.
 pub const SEEDS_PER_NIGHT: u64 = 1_000_000_000;
@@ -212,6 +212,17 @@ fn markdown(plan: &Plan, report: &SweepReport, date: &str, wall_ms: u64) -> Stri
             t.failures,
             faults.join(" ")
         );
+    }
+    let _ = writeln!(md, "\n## Transition coverage\n");
+    for c in coverage(report) {
+        let _ = writeln!(
+            md,
+            "- **{}**: {}/{} transitions reached",
+            c.protocol, c.covered, c.total
+        );
+        for u in &c.unreached {
+            let _ = writeln!(md, "  - not reached: {u}");
+        }
     }
     if report.failures.is_empty() {
         let _ = writeln!(md, "\nNo invariant was violated.");

@@ -112,6 +112,7 @@ struct SeedResult {
     events: u64,
     faults: BTreeMap<&'static str, u64>,
     violation: Option<Violation>,
+    coverage: Vec<u128>,
 }
 
 /// Totals over a set of seeds.
@@ -127,11 +128,14 @@ pub struct Tally {
     pub violations: BTreeMap<String, u64>,
     /// Faults injected per kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Transitions taken, one bit set per machine of the protocol.
+    pub coverage: Vec<u128>,
 }
 
 impl Tally {
     fn add(&mut self, r: &SeedResult) {
         self.seeds += 1;
+        or_into(&mut self.coverage, &r.coverage);
         self.events += r.events;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
@@ -144,6 +148,7 @@ impl Tally {
 
     fn merge(&mut self, o: &Tally) {
         self.seeds += o.seeds;
+        or_into(&mut self.coverage, &o.coverage);
         self.events += o.events;
         self.failures += o.failures;
         for (k, v) in &o.violations {
@@ -153,6 +158,62 @@ impl Tally {
             *self.faults.entry(k).or_default() += v;
         }
     }
+}
+
+fn or_into(acc: &mut Vec<u128>, bits: &[u128]) {
+    if acc.len() < bits.len() {
+        acc.resize(bits.len(), 0);
+    }
+    for (a, b) in acc.iter_mut().zip(bits) {
+        *a |= b;
+    }
+}
+
+/// Transition coverage of a protocol over a sweep (transitions its world
+/// cannot reach by design are left out).
+#[derive(Clone, Debug)]
+pub struct ProtocolCoverage {
+    /// Protocol name.
+    pub protocol: &'static str,
+    /// Transitions reached.
+    pub covered: usize,
+    /// Transitions reachable.
+    pub total: usize,
+    /// The names of those never reached.
+    pub unreached: Vec<String>,
+}
+
+/// Coverage per protocol: the union over its scenarios.
+pub fn coverage(report: &SweepReport) -> Vec<ProtocolCoverage> {
+    let mut by: BTreeMap<&'static str, Vec<u128>> = BTreeMap::new();
+    for (_, protocol, t) in &report.per_scenario {
+        or_into(by.entry(protocol).or_default(), &t.coverage);
+    }
+    by.into_iter()
+        .map(|(protocol, bits)| {
+            let info = registry::protocol(protocol).expect("known protocol");
+            let mut unreached = Vec::new();
+            let mut total = 0;
+            for (m, (machine, transitions)) in info.machines.iter().enumerate() {
+                for (i, t) in transitions.iter().enumerate() {
+                    let name = format!("{machine}: {t}");
+                    if info.unreachable_reason(&name).is_some() {
+                        continue;
+                    }
+                    total += 1;
+                    if bits.get(m).is_none_or(|b| b & (1u128 << i) == 0) {
+                        unreached.push(name);
+                    }
+                }
+            }
+            ProtocolCoverage {
+                protocol,
+                covered: total - unreached.len(),
+                total,
+                unreached,
+            }
+        })
+        .collect()
 }
 
 /// A failing seed, written as a (shrunk) seed file.
@@ -342,6 +403,11 @@ pub fn report_json(
         "violations": report.total.violations,
         "faults": report.total.faults,
         "complete": report.complete,
+        "coverage": coverage(report).iter().map(|c| (c.protocol.to_owned(), json!({
+            "covered": c.covered,
+            "total": c.total,
+            "unreached": c.unreached,
+        }))).collect::<serde_json::Map<String, serde_json::Value>>(),
         "seeds_per_sec": report.total.seeds as f64 / secs,
         "events_per_sec": report.total.events as f64 / secs,
         "per_scenario": report.per_scenario.iter().map(|(name, protocol, t)| json!({
@@ -382,6 +448,19 @@ fn print_summary(plan: &Plan, report: &SweepReport, secs: f64) {
             " [stopped by the time budget]"
         }
     );
+    for c in coverage(report) {
+        outln!(
+            "coverage {:<10} {}/{} transitions{}",
+            c.protocol,
+            c.covered,
+            c.total,
+            if c.unreached.is_empty() {
+                String::new()
+            } else {
+                format!("; not reached: {}", c.unreached.join("; "))
+            }
+        );
+    }
     for f in &report.failures {
         outln!(
             "FAIL {} seed {}: {}",
@@ -566,6 +645,7 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                                 events: o.events,
                                 faults: o.faults,
                                 violation: o.violation,
+                                coverage: o.coverage,
                             }
                         });
                         {

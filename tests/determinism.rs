@@ -20,6 +20,8 @@ static INFO: ProtocolInfo = ProtocolInfo {
     invariants: &[],
     mutants: &[],
     faults: &[],
+    machines: &[],
+    unreachable: &[],
 };
 
 static LEAK: AtomicU64 = AtomicU64::new(0);
@@ -69,6 +71,10 @@ impl Protocol for Ticker {
 
     fn check_liveness(&self, _cx: &Cx<Self>) -> Option<(&'static str, String)> {
         None
+    }
+
+    fn coverage(&self) -> Vec<simcast_machines::coverage::Coverage> {
+        Vec::new()
     }
 }
 

@@ -12,5 +12,6 @@
 //! drain the resulting effects with `poll_*` until it returns `None`.
 
 pub mod broadcast;
+pub mod coverage;
 pub mod locks;
 pub mod time;

@@ -29,6 +29,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::Coverage;
+
 /// The kind of entity a resource key names.
 ///
 /// The declaration order is the lock order: requests are sorted by domain with
@@ -296,6 +298,39 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// The transitions of a lock request, as recorded in [`LockTable::coverage`].
+pub const TRANSITIONS: &[&str] = &[
+    "acquire -> held",
+    "acquire -> waiting (behind a holder)",
+    "acquire -> waiting (behind an earlier waiter only)",
+    "waiting -> held",
+    "waiting stays behind an earlier waiter after a release",
+    "waiting -> cancelled",
+    "held -> released",
+    "try -> held",
+    "try -> refused (holder)",
+    "try -> refused (waiter)",
+    "owner release: held -> released",
+    "owner release: waiting -> cancelled",
+];
+
+/// Indices into [`TRANSITIONS`].
+#[derive(Clone, Copy)]
+enum Tr {
+    AcquireHeld,
+    AcquireWaitsHolder,
+    AcquireWaitsWaiter,
+    WaitingHeld,
+    StaysBehindWaiter,
+    WaitingCancelled,
+    HeldReleased,
+    TryHeld,
+    TryRefusedHolder,
+    TryRefusedWaiter,
+    OwnerReleased,
+    OwnerCancelled,
+}
+
 /// What a request is doing in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestState {
@@ -409,9 +444,19 @@ pub struct LockTable {
     waiting: BTreeSet<RequestId>,
     holdings: BTreeMap<LockId, Holding>,
     events: VecDeque<LockEvent>,
+    cov: Coverage,
 }
 
 impl LockTable {
+    /// The transitions taken so far (indices into [`TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
+    }
+
     /// An empty, correct table.
     pub fn new() -> Self {
         LockTable::default()
@@ -448,7 +493,13 @@ impl LockTable {
     pub fn acquire(&mut self, owner: OwnerId, request: LockRequest) -> RequestId {
         let id = self.allocate();
         // Admitting a waiter never unblocks anyone else: only it can be granted.
-        let grantable = self.blocker(&request).is_none();
+        let blocker = self.blocker(&request);
+        let grantable = blocker.is_none();
+        self.hit(match blocker {
+            None => Tr::AcquireHeld,
+            Some(Blocker::Holder(_)) => Tr::AcquireWaitsHolder,
+            Some(Blocker::Waiter(_)) => Tr::AcquireWaitsWaiter,
+        });
         self.entries.insert(
             id,
             Entry {
@@ -477,8 +528,13 @@ impl LockTable {
         request: LockRequest,
     ) -> Result<RequestId, LockError> {
         if let Some(blocker) = self.blocker(&request) {
+            self.hit(match blocker {
+                Blocker::Holder(_) => Tr::TryRefusedHolder,
+                Blocker::Waiter(_) => Tr::TryRefusedWaiter,
+            });
             return Err(LockError::WouldBlock(blocker));
         }
+        self.hit(Tr::TryHeld);
         let id = self.allocate();
         self.entries.insert(
             id,
@@ -506,6 +562,7 @@ impl LockTable {
                 self.entries.remove(&id);
                 let was_waiting = self.waiting.remove(&id);
                 debug_assert!(was_waiting);
+                self.hit(Tr::WaitingCancelled);
                 self.wake();
                 Ok(())
             }
@@ -524,6 +581,7 @@ impl LockTable {
             Some(RequestState::Held) => {
                 self.drop_keys(id);
                 self.entries.remove(&id);
+                self.hit(Tr::HeldReleased);
                 self.wake();
                 Ok(())
             }
@@ -545,10 +603,12 @@ impl LockTable {
                 RequestState::Held => {
                     self.drop_keys(id);
                     out.released.push(id);
+                    self.hit(Tr::OwnerReleased);
                 }
                 RequestState::Waiting => {
                     self.waiting.remove(&id);
                     out.cancelled.push(id);
+                    self.hit(Tr::OwnerCancelled);
                 }
             }
             self.entries.remove(&id);
@@ -664,10 +724,15 @@ impl LockTable {
                 && still_waiting
                     .iter()
                     .any(|w| self.entries[w].request.conflicts_with_rule(request, rule));
-            if behind_waiter || self.conflicting_holder(request).is_some() {
+            let behind_holder = self.conflicting_holder(request).is_some();
+            if behind_waiter || behind_holder {
+                if !behind_holder {
+                    self.hit(Tr::StaysBehindWaiter);
+                }
                 still_waiting.push(id);
             } else {
                 self.waiting.remove(&id);
+                self.hit(Tr::WaitingHeld);
                 self.grant(id);
             }
         }
@@ -764,6 +829,25 @@ mod tests {
     const A: OwnerId = OwnerId(1);
     const B: OwnerId = OwnerId(2);
     const C: OwnerId = OwnerId(3);
+
+    #[test]
+    fn transitions_are_named_and_recorded() {
+        assert_eq!(TRANSITIONS.len(), Tr::OwnerCancelled as usize + 1);
+        let mut t = LockTable::new();
+        let a = t.acquire(A, req(&[x("a")]));
+        t.acquire(B, req(&[x("a")]));
+        t.release(a).unwrap();
+        let cov = t.coverage();
+        for i in [
+            Tr::AcquireHeld,
+            Tr::AcquireWaitsHolder,
+            Tr::WaitingHeld,
+            Tr::HeldReleased,
+        ] {
+            assert!(cov.has(i as usize), "{}", TRANSITIONS[i as usize]);
+        }
+        assert!(!cov.has(Tr::TryHeld as usize));
+    }
 
     #[test]
     fn display_shows_domain_key_and_mode() {

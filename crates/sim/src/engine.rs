@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use simcast_machines::coverage::Coverage;
 use simcast_machines::time::Time;
 use tracing::Level;
 
@@ -122,6 +123,11 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
     /// Checks the liveness invariants once the run has stopped; returns the
     /// first one that does not hold, with a message saying what is pending.
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)>;
+
+    /// The transitions this world's machines have taken, one set per entry
+    /// of [`ProtocolInfo::machines`], including those of machines lost in
+    /// crashes.
+    fn coverage(&self) -> Vec<Coverage>;
 }
 
 /// The core a protocol `P` sees while handling events.
@@ -607,6 +613,8 @@ pub struct Outcome {
     pub step_digests: Vec<u64>,
     /// The rendered trace, if kept.
     pub trace: Vec<TraceLine>,
+    /// Transitions taken, one bit set per machine of the protocol.
+    pub coverage: Vec<u128>,
 }
 
 /// A protocol world on the engine.
@@ -828,7 +836,9 @@ impl<P: Protocol> World<P> {
             Vec::new()
         };
         let faults = self.core.faults.counts(self.core.info);
+        let coverage = self.proto.coverage().iter().map(Coverage::bits).collect();
         Outcome {
+            coverage,
             events: self.core.step,
             digest: self.core.trace.digest,
             end_time: self.core.now,
@@ -881,6 +891,8 @@ mod tests {
             name: "boom",
             doc: "",
         }],
+        machines: &[],
+        unreachable: &[],
     };
 
     /// What the probe world does with each event.
@@ -945,6 +957,9 @@ mod tests {
         fn check_liveness(&self, _cx: &Cx<Self>) -> Option<(&'static str, String)> {
             self.pending_liveness
                 .then(|| ("probe.live", "still pending".to_owned()))
+        }
+        fn coverage(&self) -> Vec<Coverage> {
+            Vec::new()
         }
     }
 

@@ -70,6 +70,13 @@ pub struct ProtocolInfo {
     pub mutants: &'static [MutantInfo],
     /// Its fault kinds, indexed by position.
     pub faults: &'static [FaultInfo],
+    /// The machines whose transitions a run records: a name and the
+    /// machine's declared transitions, in the order
+    /// [`Protocol::coverage`](crate::engine::Protocol::coverage) reports them.
+    pub machines: &'static [(&'static str, &'static [&'static str])],
+    /// Transitions (`machine: transition`) this protocol's world cannot take
+    /// by design, each with the reason. Coverage reports leave them out.
+    pub unreachable: &'static [(&'static str, &'static str)],
 }
 
 impl ProtocolInfo {
@@ -84,6 +91,22 @@ impl ProtocolInfo {
     /// The mutant called `name`.
     pub fn mutant(&self, name: &str) -> Option<&'static MutantInfo> {
         self.mutants.iter().find(|m| m.name == name)
+    }
+
+    /// Why a transition cannot be reached, if it cannot by design.
+    pub fn unreachable_reason(&self, name: &str) -> Option<&'static str> {
+        self.unreachable
+            .iter()
+            .find(|(t, _)| *t == name)
+            .map(|(_, why)| *why)
+    }
+
+    /// Every transition, as `machine: transition`, in coverage order.
+    pub fn transition_names(&self) -> Vec<String> {
+        self.machines
+            .iter()
+            .flat_map(|(m, ts)| ts.iter().map(move |t| format!("{m}: {t}")))
+            .collect()
     }
 
     /// The index of the fault kind called `name`.
@@ -173,6 +196,14 @@ mod tests {
                 );
             }
             assert!(!p.mutants.is_empty(), "{} keeps no mutant", p.name);
+            let names = p.transition_names();
+            for (t, _) in p.unreachable {
+                assert!(
+                    names.iter().any(|n| n == t),
+                    "{}: unreachable `{t}` is not a transition",
+                    p.name
+                );
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::choice;
 use crate::engine::{Outcome, Violation};
-use crate::hash::{hex64, parse_hex64};
+use crate::hash::{hex64, parse_hex64, stable_hash};
 use crate::registry::MutantInfo;
 use crate::runner::{RunSpec, first_difference, resolve_mutant};
 use crate::scenario::Scenario;
@@ -271,15 +271,18 @@ impl SeedFile {
                 choice::ALGORITHM_VERSION
             )));
         }
-        let scenario =
-            Scenario::from_json(&file.scenario).map_err(|e| malformed(format!("scenario: {e}")))?;
-        let expected = hex64(scenario.hash());
+        // The hash covers the scenario exactly as stored (object keys are
+        // kept sorted), so a key added later with a default does not make
+        // older files look edited.
+        let expected = hex64(stable_hash(file.scenario.to_string().as_str()));
         if file.scenario_hash != expected {
             return Err(refused(format!(
                 "the embedded scenario hashes to {expected}, not the recorded {}: the file was edited or is corrupt",
                 file.scenario_hash
             )));
         }
+        let scenario =
+            Scenario::from_json(&file.scenario).map_err(|e| malformed(format!("scenario: {e}")))?;
         let mutant = resolve_mutant(&scenario, file.mutant.as_deref()).map_err(refused)?;
         Ok(LoadedSeed {
             file,
@@ -298,4 +301,61 @@ fn parse_step_digests(s: &str) -> Option<Vec<u32>> {
     (0..s.len() / 8)
         .map(|i| u32::from_str_radix(&s[i * 8..i * 8 + 8], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RunOptions;
+    use crate::protocols::Workload;
+    use crate::runner::run;
+
+    fn sample() -> (Scenario, SeedFile) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
+        let scenario = Scenario::from_file(&dir.join("locks-contended.toml")).unwrap();
+        let spec = RunSpec {
+            scenario: &scenario,
+            mutant: None,
+            seed: 3,
+            choices: None,
+        };
+        let outcome = run(
+            &spec,
+            RunOptions {
+                keep_trace: false,
+                record_steps: true,
+            },
+        );
+        let file = SeedFile::from_run(&spec, &outcome, None);
+        (scenario, file)
+    }
+
+    #[test]
+    fn a_written_file_parses_back() {
+        let (scenario, file) = sample();
+        let text = serde_json::to_string(&file).unwrap();
+        let loaded = SeedFile::parse("t", &text).unwrap();
+        assert_eq!(loaded.scenario, scenario);
+        assert_eq!(
+            loaded.step_digests.as_ref().map(Vec::len),
+            Some(file.events as usize + 1)
+        );
+    }
+
+    #[test]
+    fn files_written_before_a_key_got_a_default_still_load() {
+        let (_, mut file) = sample();
+        // An older simcast did not know `patience_ms`.
+        file.scenario["workload"]
+            .as_object_mut()
+            .unwrap()
+            .remove("patience_ms");
+        file.scenario_hash = hex64(stable_hash(file.scenario.to_string().as_str()));
+        let text = serde_json::to_string(&file).unwrap();
+        let loaded = SeedFile::parse("t", &text).expect("loads, with the default filled in");
+        let Workload::Locks(w) = &loaded.scenario.workload else {
+            panic!()
+        };
+        assert_eq!(w.patience_ms, [1, 50]);
+    }
 }

@@ -3,7 +3,7 @@
 //! `max_lifetime`. Deletes go one at a time; a failed delete ends the round
 //! and leaves the rest for the next check.
 
-use super::{BroadcastId, Broadcaster, CatalogOp, IoError, Timer, WriteFor};
+use super::{BroadcastId, Broadcaster, CatalogOp, IoError, Timer, Tr, WriteFor};
 use crate::time::Time;
 
 impl Broadcaster {
@@ -47,9 +47,13 @@ impl Broadcaster {
                     self.tombstones.remove(&(at, id));
                 }
                 self.graveyard.insert(id);
+                self.hit(Tr::TombstoneDeleted);
                 self.delete_next();
             }
-            Err(_) => self.gc_round.clear(),
+            Err(_) => {
+                self.hit(Tr::GcDeleteFailed);
+                self.gc_round.clear();
+            }
         }
     }
 

@@ -46,6 +46,7 @@ pub use self::acks::{AckInfo, AckOutcome, AckSet};
 pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
+use crate::coverage::Coverage;
 use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
 
@@ -317,6 +318,88 @@ pub enum Output {
     },
 }
 
+/// The transitions of the broadcaster (tasks, appends, acks, the callback
+/// scheduler, ids, GC), as recorded in [`Broadcaster::coverage`].
+pub const TRANSITIONS: &[&str] = &[
+    "start: waits for keys",
+    "start -> started",
+    "start: rejected, not primary",
+    "start: rejected, stopped",
+    "broadcast: rejected",
+    "close",
+    "ids: reserve a block",
+    "ids: reservation failed -> retry",
+    "task: new -> Pending",
+    "task: new -> Replicated",
+    "task: Pending -> Tombstone",
+    "task: Replicated -> Tombstone",
+    "task: Tombstone -> deleted",
+    "task write failed -> retry",
+    "append: Idle -> Appending",
+    "append: Appending -> acked (fast ack)",
+    "append: Appending -> AwaitingAck",
+    "append: Appending -> Backoff",
+    "append: Backoff -> Appending",
+    "ack: AwaitingAck -> acked",
+    "ack: acked before its append result",
+    "ack: duplicate ignored",
+    "ack: unknown id ignored",
+    "ack: deleted id ignored",
+    "ack: tombstone ignored",
+    "callback: NotQueued -> Queued",
+    "callback: Queued -> Running",
+    "callback: Queued held back by an earlier conflicting task",
+    "callback: Running -> Backoff",
+    "callback: Backoff -> Running",
+    "callback: Running -> Done",
+    "gc: delete failed, the rest kept",
+    "recover: Pending",
+    "recover: Replicated",
+    "recover: Tombstone",
+    "recover: pending keys conflict",
+];
+
+/// Indices into [`TRANSITIONS`].
+#[derive(Clone, Copy)]
+pub(crate) enum Tr {
+    StartWaits,
+    Started,
+    StartNotPrimary,
+    StartStopped,
+    BroadcastRejected,
+    Close,
+    ReserveIds,
+    ReserveRetry,
+    NewPending,
+    NewReplicated,
+    PendingTombstone,
+    ReplicatedTombstone,
+    TombstoneDeleted,
+    WriteRetry,
+    AppendStart,
+    AppendFastAck,
+    AppendAwaitAck,
+    AppendBackoff,
+    AppendRetry,
+    AckAfterAppend,
+    AckBeforeAppendResult,
+    AckDuplicate,
+    AckUnknown,
+    AckDeleted,
+    AckTombstone,
+    CallbackQueued,
+    CallbackRunning,
+    CallbackHeldBack,
+    CallbackBackoff,
+    CallbackRetry,
+    CallbackDone,
+    GcDeleteFailed,
+    RecoverPending,
+    RecoverReplicated,
+    RecoverTombstone,
+    RecoverConflict,
+}
+
 /// The closed set of timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -439,9 +522,19 @@ pub struct Broadcaster {
     next_write: u64,
     timers: BTreeSet<(Time, Timer)>,
     outputs: VecDeque<Output>,
+    cov: Coverage,
 }
 
 impl Broadcaster {
+    /// The transitions taken so far (indices into [`TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    pub(crate) fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
+    }
+
     /// A broadcaster with an empty catalog, in `role`, at time `now`.
     pub fn new(cfg: Config, role: Role, now: Time) -> Broadcaster {
         Broadcaster::recover(cfg, role, now, &CatalogState::new())
@@ -470,6 +563,7 @@ impl Broadcaster {
             next_write: 0,
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
     }
 
@@ -582,13 +676,18 @@ impl Broadcaster {
         keys: impl IntoIterator<Item = ResourceKey>,
     ) -> Result<(), BroadcastError> {
         if self.stopped {
+            self.hit(Tr::StartStopped);
             return Err(BroadcastError::TaskNotCreated);
         }
         if self.role != Role::Primary {
+            self.hit(Tr::StartNotPrimary);
             return Err(BroadcastError::NotPrimary);
         }
         let keys = LockRequest::for_broadcast(keys);
         let rid = self.locks.acquire(OwnerId(caller.0), keys.clone());
+        if self.locks.state(rid) == Some(crate::locks::RequestState::Waiting) {
+            self.hit(Tr::StartWaits);
+        }
         self.starting.insert(rid, (caller, keys));
         self.drain_locks(now);
         Ok(())
@@ -603,6 +702,7 @@ impl Broadcaster {
             .handles
             .remove(&id)
             .ok_or(BroadcastError::UnknownHandle(id))?;
+        self.hit(Tr::Close);
         self.release_keys(now, h.lock);
         Ok(())
     }
@@ -632,9 +732,11 @@ impl Broadcaster {
             self.validate(&body).err().map(BroadcastError::from)
         };
         if let Some(e) = rejection {
+            self.hit(Tr::BroadcastRejected);
             self.release_keys(now, h.lock);
             return Err(e);
         }
+        self.hit(Tr::NewPending);
         let message = Message {
             payload: body.payload,
             targets: body.targets,
@@ -711,6 +813,7 @@ impl Broadcaster {
                         self.allocate_ids();
                     }
                     Err(_) => {
+                        self.hit(Tr::ReserveRetry);
                         self.reserve_failures += 1;
                         let at = now + self.cfg.write_backoff.delay(self.reserve_failures, jitter);
                         self.timers.insert((at, Timer::IdReserveRetry));
@@ -736,6 +839,7 @@ impl Broadcaster {
         };
         task.writing = None;
         if result.is_err() {
+            self.cov.hit(Tr::WriteRetry as usize);
             task.write_failures += 1;
             task.dirty = true;
             let at = now + backoff.delay(task.write_failures, jitter);
@@ -757,6 +861,19 @@ impl Broadcaster {
             self.finish(now, id);
         }
         self.schedule_callbacks();
+    }
+
+    /// Records a task's move to Tombstone, by where it came from.
+    fn hit_tombstone(&mut self, id: BroadcastId) {
+        let replicated = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.lock.is_none() && t.caller.is_none());
+        self.hit(if replicated {
+            Tr::ReplicatedTombstone
+        } else {
+            Tr::PendingTombstone
+        });
     }
 
     /// The result of an append. Stale results (for a channel no longer
@@ -782,8 +899,11 @@ impl Broadcaster {
             Ok(info) => {
                 task.channels.insert(channel, ChannelProgress::AwaitingAck);
                 if fast_ack {
+                    self.hit(Tr::AppendFastAck);
                     self.record_ack(id, channel, info);
                     self.schedule_callbacks();
+                } else {
+                    self.hit(Tr::AppendAwaitAck);
                 }
             }
             Err(_) => {
@@ -791,6 +911,7 @@ impl Broadcaster {
                     .insert(channel, ChannelProgress::Backoff { attempt });
                 let at = now + backoff.delay(attempt, jitter);
                 self.timers.insert((at, Timer::AppendRetry(id, channel)));
+                self.hit(Tr::AppendBackoff);
             }
         }
     }
@@ -803,11 +924,14 @@ impl Broadcaster {
         let _ = now;
         if !self.tasks.contains_key(&ack.id) {
             let Some(message) = ack.replicate else {
+                self.hit(Tr::AckUnknown);
                 return;
             };
             if self.graveyard.contains(ack.id) {
+                self.hit(Tr::AckDeleted);
                 return;
             }
+            self.hit(Tr::NewReplicated);
             let channels = message
                 .targets
                 .iter()
@@ -836,7 +960,15 @@ impl Broadcaster {
             );
         }
         if self.tasks[&ack.id].record.state == TaskState::Tombstone {
+            self.hit(Tr::AckTombstone);
             return;
+        }
+        match self.tasks[&ack.id].channels.get(&ack.channel) {
+            Some(ChannelProgress::AwaitingAck) => self.hit(Tr::AckAfterAppend),
+            Some(ChannelProgress::Appending { .. } | ChannelProgress::Backoff { .. }) => {
+                self.hit(Tr::AckBeforeAppendResult);
+            }
+            _ => {}
         }
         self.record_ack(ack.id, ack.channel, ack.info);
         self.schedule_callbacks();
@@ -848,7 +980,11 @@ impl Broadcaster {
         let control = self.cfg.control;
         let task = self.tasks.get_mut(&id).expect("known task");
         let targets = &task.record.message.targets;
-        if task.record.acks.ack(targets, channel, info) != AckOutcome::Recorded {
+        let outcome = task.record.acks.ack(targets, channel, info);
+        if outcome != AckOutcome::Recorded {
+            if outcome == AckOutcome::Duplicate {
+                self.hit(Tr::AckDuplicate);
+            }
             return;
         }
         // A retry timer still armed for this channel finds it gone and does
@@ -858,6 +994,7 @@ impl Broadcaster {
             task.callback = CallbackProgress::Queued;
             self.queue
                 .push(info.time_tick, id, task.record.message.keys.clone());
+            self.cov.hit(Tr::CallbackQueued as usize);
         }
         self.persist(id);
     }
@@ -883,6 +1020,8 @@ impl Broadcaster {
                 task.callback = CallbackProgress::Done;
                 task.record.state = TaskState::Tombstone;
                 task.record.tombstoned_at.get_or_insert(now);
+                self.cov.hit(Tr::CallbackDone as usize);
+                self.hit_tombstone(id);
                 self.queue.remove(id);
                 self.persist(id);
                 self.schedule_callbacks();
@@ -891,6 +1030,7 @@ impl Broadcaster {
                 task.callback = CallbackProgress::Backoff { attempt };
                 let at = now + backoff.delay(attempt, jitter);
                 self.timers.insert((at, Timer::CallbackRetry(id)));
+                self.hit(Tr::CallbackBackoff);
             }
         }
     }
@@ -915,6 +1055,7 @@ impl Broadcaster {
                 if let Some(ChannelProgress::Backoff { attempt }) =
                     task.channels.get(&channel).copied()
                 {
+                    self.hit(Tr::AppendRetry);
                     self.send_append(id, channel, attempt + 1);
                 }
             }
@@ -923,6 +1064,7 @@ impl Broadcaster {
                     return;
                 };
                 if let CallbackProgress::Backoff { attempt } = task.callback {
+                    self.hit(Tr::CallbackRetry);
                     self.invoke(id, attempt + 1);
                 }
             }
@@ -962,6 +1104,7 @@ impl Broadcaster {
         while !self.awaiting_id.is_empty() {
             if self.next_id >= self.id_limit {
                 if self.reserving.is_none() {
+                    self.hit(Tr::ReserveIds);
                     let limit = self.id_limit.max(self.next_id) + self.cfg.id_block.max(1);
                     let write =
                         self.write(WriteFor::Reserve { limit }, CatalogOp::ReserveIds(limit));
@@ -970,6 +1113,7 @@ impl Broadcaster {
                 return;
             }
             let h = self.awaiting_id.pop_front().expect("non-empty");
+            self.hit(Tr::Started);
             let id = BroadcastId(self.next_id);
             self.next_id += 1;
             self.outputs.push_back(Output::Started {
@@ -1015,6 +1159,7 @@ impl Broadcaster {
             .map(|(c, _)| *c)
             .collect();
         for c in idle {
+            self.hit(Tr::AppendStart);
             self.send_append(id, c, 1);
         }
     }

@@ -12,7 +12,7 @@
 
 use super::{
     BroadcastFlaw, Broadcaster, CallbackProgress, CatalogState, ChannelProgress, Config, Role,
-    Task, TaskState,
+    Task, TaskState, Tr,
 };
 use crate::locks::OwnerId;
 use crate::time::Time;
@@ -53,6 +53,11 @@ impl Broadcaster {
                 callback: CallbackProgress::NotQueued,
                 caller: None,
             };
+            b.hit(match record.state {
+                TaskState::Pending => Tr::RecoverPending,
+                TaskState::Replicated => Tr::RecoverReplicated,
+                TaskState::Tombstone => Tr::RecoverTombstone,
+            });
             match record.state {
                 TaskState::Tombstone => {
                     task.channels.clear();
@@ -66,6 +71,7 @@ impl Broadcaster {
                     task.lock = Some(match b.locks.try_acquire(owner, keys.clone()) {
                         Ok(rid) => rid,
                         Err(_) => {
+                            b.hit(Tr::RecoverConflict);
                             b.outputs.push_back(super::Output::RecoveryConflict { id });
                             b.locks.acquire(owner, keys)
                         }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick};
+use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick, Tr};
 use crate::locks::LockRequest;
 
 /// Tasks whose control channel is acked and whose callback has not
@@ -48,6 +48,7 @@ impl Broadcaster {
         let before_acks = self.cfg.flaw == Some(BroadcastFlaw::CallbackBeforeAllAcks);
         let mut blockers: Vec<&LockRequest> = Vec::new();
         let mut start: Vec<BroadcastId> = Vec::new();
+        let mut held_back = false;
         for ((_, id), keys) in &self.queue.entries {
             let task = &self.tasks[id];
             let blocked = blockers.iter().any(|b| b.conflicts_with(keys));
@@ -57,6 +58,9 @@ impl Broadcaster {
                 blockers.push(keys);
                 continue;
             }
+            if task.callback == CallbackProgress::Queued && ready && blocked {
+                held_back = true;
+            }
             let in_progress = matches!(
                 task.callback,
                 CallbackProgress::Running { .. } | CallbackProgress::Backoff { .. }
@@ -65,7 +69,11 @@ impl Broadcaster {
                 blockers.push(keys);
             }
         }
+        if held_back {
+            self.hit(Tr::CallbackHeldBack);
+        }
         for id in start {
+            self.hit(Tr::CallbackRunning);
             self.invoke(id, 1);
         }
         debug_assert!(self.queue.len() == self.queue.tick_of.len());

@@ -894,3 +894,31 @@ fn unknown_write_completions_are_ignored() {
     h.b.handle_write_done(h.now, WriteId(999), Ok(()), Jitter(0));
     assert_eq!(h.b, before);
 }
+
+#[test]
+fn every_transition_is_named() {
+    assert_eq!(TRANSITIONS.len(), Tr::RecoverConflict as usize + 1);
+}
+
+#[test]
+fn transitions_taken_are_recorded() {
+    let mut h = H::new(cfg());
+    let id = h.started(1, vec![db("a")]);
+    h.run_through(id, &[CC], 1);
+    h.b.handle_callback_result(h.now, id, Ok(()), Jitter(0));
+    h.settle_writes();
+    let cov = h.b.coverage();
+    for t in [
+        Tr::Started,
+        Tr::NewPending,
+        Tr::AppendStart,
+        Tr::AppendFastAck,
+        Tr::CallbackQueued,
+        Tr::CallbackRunning,
+        Tr::CallbackDone,
+        Tr::PendingTombstone,
+    ] {
+        assert!(cov.has(t as usize), "{}", TRANSITIONS[t as usize]);
+    }
+    assert!(!cov.has(Tr::ReplicatedTombstone as usize));
+}

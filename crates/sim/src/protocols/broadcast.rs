@@ -32,6 +32,7 @@ use simcast_machines::broadcast::{
     CatalogState, ChannelId, Config, GcConfig, IoError, Jitter, Message, MessageId, Output, Role,
     TaskState, TimeTick, WriteId,
 };
+use simcast_machines::coverage::Coverage;
 use simcast_machines::locks::{LockRequest, ResourceKey};
 use simcast_machines::time::Time;
 
@@ -167,9 +168,39 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
             doc: "the primary cluster is demoted to secondary for a while",
         },
         FaultInfo {
+            name: "coordinator_stop",
+            doc: "coordinator A stops (graceful shutdown) and exits after stop_ms, then restarts",
+        },
+        FaultInfo {
             name: "replication_lag",
             doc: "one channel's replication stream to the secondary stalls by late_factor",
         },
+    ],
+    machines: &[
+        ("broadcaster", simcast_machines::broadcast::TRANSITIONS),
+        ("lock table", simcast_machines::locks::TRANSITIONS),
+    ],
+    unreachable: &[
+        (
+            "broadcaster: recover: pending keys conflict",
+            "pending tasks hold their keys, so no two of them conflict; this transition marks a bug",
+        ),
+        (
+            "lock table: try -> refused (holder)",
+            "the broadcaster try-acquires only in recovery, where a refusal is the conflict above",
+        ),
+        (
+            "lock table: try -> refused (waiter)",
+            "recovery try-acquires before anything waits",
+        ),
+        (
+            "lock table: owner release: held -> released",
+            "the broadcaster releases by request, never by owner",
+        ),
+        (
+            "lock table: owner release: waiting -> cancelled",
+            "the broadcaster releases by request, never by owner",
+        ),
     ],
 };
 
@@ -182,7 +213,8 @@ const F_CALLBACK_FAIL: usize = 5;
 const F_CALLBACK_REPLY_LOST: usize = 6;
 const F_WRITE_FAIL: usize = 7;
 const F_ROLE_CHANGE: usize = 8;
-const F_REPL_LAG: usize = 9;
+const F_STOP: usize = 9;
+const F_REPL_LAG: usize = 10;
 
 /// The `[workload]` table of a broadcast scenario. Durations in virtual
 /// milliseconds; ranges are `[min, max]`.
@@ -227,6 +259,9 @@ pub struct BroadcastWorkload {
     /// How long a crashed coordinator stays down.
     #[serde(default = "default_restart")]
     pub restart_ms: [u64; 2],
+    /// How long a stopped coordinator lingers before its process exits.
+    #[serde(default = "default_stop")]
+    pub stop_ms: [u64; 2],
     /// How long a demoted primary stays secondary.
     #[serde(default = "default_demotion")]
     pub demotion_ms: [u64; 2],
@@ -255,6 +290,9 @@ fn default_late() -> u64 {
 }
 fn default_restart() -> [u64; 2] {
     [10, 200]
+}
+fn default_stop() -> [u64; 2] {
+    [5, 50]
 }
 fn default_demotion() -> [u64; 2] {
     [50, 500]
@@ -304,6 +342,7 @@ impl BroadcastWorkload {
             ("io_ms", self.io_ms),
             ("replication_ms", self.replication_ms),
             ("restart_ms", self.restart_ms),
+            ("stop_ms", self.stop_ms),
             ("demotion_ms", self.demotion_ms),
         ] {
             if lo > hi {
@@ -340,6 +379,7 @@ struct Params {
     timeout_us: u64,
     late: u64,
     restart_us: (u64, u64),
+    stop_us: (u64, u64),
     demotion_us: (u64, u64),
     jitter: u64,
     store_dedup: bool,
@@ -489,6 +529,11 @@ pub enum BcEvent {
     },
     /// The demoted primary is promoted again.
     Promote,
+    /// A stopped coordinator's process exits (it restarts later).
+    Exit {
+        /// Cluster.
+        cluster: Cl,
+    },
 }
 
 impl fmt::Display for BcEvent {
@@ -582,6 +627,9 @@ impl fmt::Display for BcEvent {
             BcEvent::Timer { cluster } => write!(f, "{} timer", cl_name(*cluster)),
             BcEvent::Restart { cluster } => write!(f, "coordinator {} restarts", cl_name(*cluster)),
             BcEvent::Promote => f.write_str("A is promoted to primary"),
+            BcEvent::Exit { cluster } => {
+                write!(f, "stopped coordinator {} exits", cl_name(*cluster))
+            }
         }
     }
 }
@@ -750,6 +798,9 @@ pub struct BroadcastWorld {
     next_tick: u64,
     /// Replication to B: per channel, the last delivery time (FIFO).
     repl_last: Vec<Time>,
+    /// Transitions of broadcasters lost in crashes (not state: ignored by
+    /// equality and hashing).
+    lost_coverage: [Coverage; 2],
     /// B's consumers: per channel, the first message not known durable in
     /// B's catalog, and whether a step is scheduled.
     b_cursor: Vec<usize>,
@@ -821,6 +872,7 @@ impl BroadcastWorld {
                 timeout_us: w.timeout_ms * 1000,
                 late: w.late_factor,
                 restart_us: us(w.restart_ms),
+                stop_us: us(w.stop_ms),
                 demotion_us: us(w.demotion_ms),
                 jitter: u64::from(w.jitter_permille),
                 store_dedup: mutant.is_none_or(|m| m.name != "store-no-dedup"),
@@ -830,6 +882,7 @@ impl BroadcastWorld {
             next_call: 0,
             next_tick: 0,
             repl_last: vec![Time::ZERO; channels.len()],
+            lost_coverage: [Coverage::new(); 2],
             b_cursor: vec![0; channels.len()],
             b_step_scheduled: vec![false; channels.len()],
         }
@@ -1325,7 +1378,8 @@ impl BroadcastWorld {
             d = d.saturating_mul(self.p.late);
         }
         if cx.fault(F_ACK_DUP) {
-            let d2 = self.io(cx);
+            // The duplicate trails: it may land after the task completed.
+            let d2 = self.io(cx).saturating_mul(self.p.late);
             cx.node_after(
                 node,
                 d + d2,
@@ -1411,9 +1465,10 @@ impl BroadcastWorld {
         }
         if cx.is_up(node) {
             if cx.fault(F_ACK_DUP) {
+                // The duplicate trails: it may land after the task completed.
                 cx.node_after(
                     node,
-                    d,
+                    d.saturating_mul(self.p.late),
                     BcEvent::ConsumerAck {
                         cluster: B,
                         ack: ack.clone(),
@@ -1429,7 +1484,10 @@ impl BroadcastWorld {
     fn crash(&mut self, cx: &mut Cx<Self>, c: Cl) {
         let cl = &mut self.clusters[c as usize];
         cx.crash(cl.node);
-        cl.broadcaster = None;
+        if let Some(b) = cl.broadcaster.take() {
+            self.lost_coverage[0].merge(b.coverage());
+            self.lost_coverage[1].merge(b.lock_table().coverage());
+        }
         cl.in_flight.clear();
         cl.timers.clear();
         if c == A {
@@ -1475,6 +1533,17 @@ impl BroadcastWorld {
         if cx.fault(F_CRASH) {
             self.crash(cx, c);
             return;
+        }
+        if c == A
+            && !self.clusters[A as usize]
+                .broadcaster
+                .as_ref()
+                .is_some_and(Broadcaster::is_stopped)
+            && cx.fault(F_STOP)
+        {
+            self.with(cx, A, |b, now| b.stop(now));
+            let d = cx.between(self.p.stop_us.0, self.p.stop_us.1);
+            cx.env_after(d, BcEvent::Exit { cluster: A });
         }
         match event {
             BcEvent::CallStart { client, call, keys } => {
@@ -1704,6 +1773,11 @@ impl Protocol for BroadcastWorld {
             BcEvent::Replicate { channel } => self.on_replicate(cx, channel),
             BcEvent::ConsumerStep { channel } => self.on_consumer_step(cx, channel),
             BcEvent::Restart { cluster } => self.restart(cx, cluster),
+            BcEvent::Exit { cluster } => {
+                if self.clusters[cluster as usize].broadcaster.is_some() {
+                    self.crash(cx, cluster);
+                }
+            }
             BcEvent::Promote => {
                 if self.clusters[A as usize].role != Role::Primary {
                     self.set_role(cx, Role::Primary);
@@ -1740,6 +1814,15 @@ impl Protocol for BroadcastWorld {
                     .all(|(a, b)| a.len() == b.len()))
             && self.cluster_liveness(A).is_none()
             && (!self.p.secondary || self.cluster_liveness(B).is_none())
+    }
+
+    fn coverage(&self) -> Vec<Coverage> {
+        let mut cov = self.lost_coverage;
+        for b in self.clusters.iter().filter_map(|c| c.broadcaster.as_ref()) {
+            cov[0].merge(b.coverage());
+            cov[1].merge(b.lock_table().coverage());
+        }
+        cov.to_vec()
     }
 
     fn check_liveness(&self, _cx: &Cx<Self>) -> Option<(&'static str, String)> {

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use simcast_machines::coverage::Coverage;
 use simcast_machines::locks::{
     LockError, LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId,
 };
@@ -85,6 +86,8 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
             doc: "a client crashes as it handles an event; its session is cleaned up",
         },
     ],
+    machines: &[("lock table", simcast_machines::locks::TRANSITIONS)],
+    unreachable: &[],
 };
 
 const EXCLUSION: &str = "locks.exclusion";
@@ -984,6 +987,10 @@ impl Protocol for LocksWorld {
 
     fn settled(&self) -> bool {
         self.table.is_idle() && self.clients.iter().all(|c| c.state == ClientState::Done)
+    }
+
+    fn coverage(&self) -> Vec<Coverage> {
+        vec![self.table.coverage()]
     }
 
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)> {
