@@ -25,6 +25,7 @@ pub fn run(a: ListArgs) -> Result<Verdict, Failure> {
     let mut invariants = Vec::new();
     let mut mutants = Vec::new();
     let mut faults = Vec::new();
+    let mut sites = Vec::new();
     for p in protocols() {
         for i in p.invariants {
             invariants.push((p.name, i));
@@ -34,6 +35,9 @@ pub fn run(a: ListArgs) -> Result<Verdict, Failure> {
         }
         for f in p.faults {
             faults.push((p.name, f));
+        }
+        for s in p.sites {
+            sites.push((p.name, s));
         }
     }
     for i in ENGINE_INVARIANTS {
@@ -57,6 +61,9 @@ pub fn run(a: ListArgs) -> Result<Verdict, Failure> {
             })).collect::<Vec<_>>(),
             "faults": faults.iter().map(|(p, f)| json!({
                 "name": f.name, "protocol": p, "doc": f.doc,
+            })).collect::<Vec<_>>(),
+            "sites": sites.iter().map(|(p, s)| json!({
+                "name": s.name, "protocol": p, "params": s.params, "faults": s.faults, "doc": s.doc,
             })).collect::<Vec<_>>(),
         }));
         return Ok(Verdict::Held);
@@ -89,6 +96,17 @@ pub fn run(a: ListArgs) -> Result<Verdict, Failure> {
     outln!("fault kinds:");
     for (p, f) in &faults {
         outln!("  {:<28} {:<10} {}", f.name, p, f.doc);
+    }
+    outln!("fault sites (for [[faults.targeted]]):");
+    for (p, s) in &sites {
+        outln!(
+            "  {:<28} {:<10} params [{}] faults [{}]: {}",
+            s.name,
+            p,
+            s.params.join(", "),
+            s.faults.join(", "),
+            s.doc
+        );
     }
     Ok(Verdict::Held)
 }

@@ -20,6 +20,7 @@ static INFO: ProtocolInfo = ProtocolInfo {
     invariants: &[],
     mutants: &[],
     faults: &[],
+    sites: &[],
     machines: &[],
     unreachable: &[],
 };

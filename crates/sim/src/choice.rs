@@ -138,6 +138,25 @@ impl Chooser {
         hit
     }
 
+    /// A targeted fault's decision: the random source always fires it
+    /// (without drawing); a recorded sequence replays the value, so a
+    /// shrinker can drop the fault by setting it to 0.
+    pub fn forced_fault(&mut self) -> bool {
+        let value = match &mut self.source {
+            Source::Random(_) => 1,
+            Source::Recorded { .. } => self.source.uniform(2),
+        };
+        self.log.push(Decision {
+            value,
+            arity: 2,
+            fault: true,
+        });
+        if value == 1 {
+            self.faults_taken += 1;
+        }
+        value == 1
+    }
+
     fn bernoulli(&mut self, ppm: u32, fault: bool) -> bool {
         if ppm == 0 {
             return false;

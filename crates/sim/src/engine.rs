@@ -156,8 +156,15 @@ pub enum Entry<E, N> {
     Crash(NodeId),
     /// A node restarted.
     Restart(NodeId),
-    /// A fault of this kind was injected.
-    Fault(&'static str),
+    /// A fault was injected.
+    Fault {
+        /// Its kind.
+        kind: &'static str,
+        /// Where (empty if the world named no site).
+        site: &'static str,
+        /// Whether a targeted fault of the scenario fired.
+        targeted: bool,
+    },
     /// The run entered a phase.
     Phase(Phase),
     /// The fault options drawn for this run.
@@ -258,7 +265,20 @@ impl<E: fmt::Display, N: fmt::Display> fmt::Display for EntryDisplay<'_, E, N> {
             Entry::Note(n) => write!(f, "{n}"),
             Entry::Crash(n) => write!(f, "node {} crashed", n.0),
             Entry::Restart(n) => write!(f, "node {} restarted", n.0),
-            Entry::Fault(kind) => write!(f, "{kind}"),
+            Entry::Fault {
+                kind,
+                site,
+                targeted,
+            } => {
+                write!(f, "{kind}")?;
+                if !site.is_empty() {
+                    write!(f, " at {site}")?;
+                }
+                if *targeted {
+                    f.write_str(" (targeted)")?;
+                }
+                Ok(())
+            }
             Entry::Phase(Phase::Chaos) => f.write_str("chaos"),
             Entry::Phase(Phase::Heal) => f.write_str("heal: faults off"),
             Entry::Options(s) => f.write_str(s),
@@ -495,6 +515,10 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
     /// protocol's fault list) at this opportunity. Never in the heal phase,
     /// never for a kind this run has off, never beyond the fault budget.
     pub fn fault(&mut self, kind: usize) -> bool {
+        self.random_fault(kind, "")
+    }
+
+    fn random_fault(&mut self, kind: usize, site: &'static str) -> bool {
         if self.phase != Phase::Chaos {
             return false;
         }
@@ -506,8 +530,48 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
         }
         self.faults.count(kind);
         let name = self.info.faults[kind].name;
-        self.record(Entry::Fault(name));
+        self.record(Entry::Fault {
+            kind: name,
+            site,
+            targeted: false,
+        });
         true
+    }
+
+    /// Whether to inject a fault of kind `kind` at this opportunity, a site
+    /// of the protocol with its parameters: a targeted fault of the scenario
+    /// that matches fires (still a logged decision, so shrinking can drop
+    /// it); otherwise as [`Core::fault`]. Never in the heal phase.
+    pub fn fault_at(
+        &mut self,
+        kind: usize,
+        site: &'static str,
+        params: &[(&'static str, u64)],
+    ) -> bool {
+        if self.phase != Phase::Chaos {
+            return false;
+        }
+        debug_assert!(
+            self.info
+                .site(site)
+                .is_some_and(|s| s.faults.contains(&self.info.faults[kind].name)),
+            "fault {} is not declared at site {site}",
+            self.info.faults[kind].name
+        );
+        if let Some(t) = self.faults.targeted(kind, site, params, self.now) {
+            if !self.chooser.forced_fault() {
+                return false;
+            }
+            self.faults.fire_targeted(t);
+            let name = self.info.faults[kind].name;
+            self.record(Entry::Fault {
+                kind: name,
+                site,
+                targeted: true,
+            });
+            return true;
+        }
+        self.random_fault(kind, site)
     }
 
     /// Adds a note to the trace.
@@ -559,7 +623,7 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
             Entry::Note(_) => ("note", None),
             Entry::Crash(n) => ("crash", Some(self.node_name(*n).to_owned())),
             Entry::Restart(n) => ("restart", Some(self.node_name(*n).to_owned())),
-            Entry::Fault(_) => ("fault", None),
+            Entry::Fault { .. } => ("fault", None),
             Entry::Phase(_) => ("phase", None),
             Entry::Options(_) => ("options", None),
             Entry::Violation { .. } => ("violation", None),
@@ -891,6 +955,12 @@ mod tests {
             name: "boom",
             doc: "",
         }],
+        sites: &[crate::registry::SiteInfo {
+            name: "probe",
+            doc: "",
+            params: &["n"],
+            faults: &["boom"],
+        }],
         machines: &[],
         unreachable: &[],
     };
@@ -906,6 +976,8 @@ mod tests {
         Restart,
         /// Ask for a `boom` fault; log 1 if injected, 0 if not.
         TryFault,
+        /// Ask for a `boom` fault at site `probe` with `n`.
+        TryFaultAt(u64),
         /// Report a safety violation.
         Violate,
         /// Panic.
@@ -948,6 +1020,9 @@ mod tests {
                 }
                 Ev::Restart => cx.restart(NodeId(0)),
                 Ev::TryFault => self.log.push(u32::from(cx.fault(0))),
+                Ev::TryFaultAt(n) => self
+                    .log
+                    .push(u32::from(cx.fault_at(0, "probe", &[("n", n)]))),
                 Ev::Violate => cx.violate("probe.safe", "told to"),
                 Ev::Panic => panic!("probe panics"),
                 Ev::Forever => cx.env_after(1, Ev::Forever),
@@ -976,6 +1051,7 @@ mod tests {
             swarm: false,
             max,
             rates: [("boom".to_owned(), p)].into_iter().collect(),
+            targeted: Vec::new(),
         }
     }
 
@@ -1186,5 +1262,63 @@ mod tests {
         let (_, c) = run(script(), Source::recorded(vec![1]), &FaultConfig::default());
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.digest, c.digest);
+    }
+
+    fn targeted(
+        n: u64,
+        from_ms: Option<u64>,
+        until_ms: Option<u64>,
+        count: Option<u64>,
+    ) -> FaultConfig {
+        FaultConfig {
+            swarm: false,
+            max: None,
+            rates: Default::default(),
+            targeted: vec![crate::faults::TargetedFault {
+                kind: "boom".to_owned(),
+                at: "probe".to_owned(),
+                params: [("n".to_owned(), n)].into_iter().collect(),
+                from_ms,
+                until_ms,
+                count,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_targeted_fault_fires_on_its_predicate_window_and_count() {
+        let script = vec![
+            (10, Ev::TryFaultAt(2)),
+            (20, Ev::TryFaultAt(1)),
+            (30, Ev::TryFaultAt(2)),
+            (40, Ev::TryFaultAt(2)),
+            (50, Ev::TryFaultAt(2)),
+        ];
+        // n = 2 only, from 15 us... expressed in ms: use a window that
+        // admits all but the first, and at most 2 firings.
+        let cfg = targeted(2, None, None, Some(2));
+        let (p, o) = run(script.clone(), Source::random(1), &cfg);
+        assert_eq!(
+            p.log,
+            [1, 0, 1, 0, 0],
+            "matching params only, at most twice"
+        );
+        assert_eq!(o.faults["boom"], 2);
+        assert!(o.trace.iter().any(|l| l.text == "boom at probe (targeted)"));
+        let cfg = targeted(2, Some(1), None, None);
+        let (p, _) = run(script, Source::random(1), &cfg);
+        assert_eq!(p.log, [0, 0, 0, 0, 0], "not before from_ms (1 ms)");
+    }
+
+    #[test]
+    fn a_targeted_fault_is_a_decision_the_shrinker_can_drop() {
+        let script = vec![(10, Ev::TryFaultAt(2)), (20, Ev::TryFaultAt(2))];
+        let cfg = targeted(2, None, None, None);
+        let (_, o) = run(script.clone(), Source::random(9), &cfg);
+        let values: Vec<u32> = o.decisions.iter().map(|d| d.value).collect();
+        assert_eq!(values, [1, 1]);
+        assert!(o.decisions.iter().all(|d| d.fault && d.arity == 2));
+        let (p, _) = run(script, Source::recorded(vec![0, 1]), &cfg);
+        assert_eq!(p.log, [0, 1], "a recorded 0 drops the first firing");
     }
 }

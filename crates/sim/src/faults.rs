@@ -17,6 +17,99 @@ use serde_json::Value;
 use crate::choice::Chooser;
 use crate::hash::StableHasher;
 use crate::registry::{ProtocolInfo, one_of};
+use simcast_machines::time::Time;
+
+/// A fault that fires on a typed predicate instead of at random: at every
+/// opportunity of `kind` at site `at` whose parameters match `params`,
+/// within `[from_ms, until_ms)`, at most `count` times.
+///
+/// ```toml
+/// [[faults.targeted]]
+/// kind = "coordinator_crash"
+/// at = "tombstone_persisted"
+/// cluster = 0
+/// count = 1
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetedFault {
+    /// The fault kind.
+    pub kind: String,
+    /// The site (opportunity) it fires at.
+    pub at: String,
+    /// Site parameters that must match.
+    #[serde(flatten)]
+    pub params: BTreeMap<String, u64>,
+    /// Not before this virtual time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<u64>,
+    /// Not at or after this virtual time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// At most this many times (unbounded if absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl TargetedFault {
+    fn from_value(v: &Value, protocol: &ProtocolInfo) -> Result<TargetedFault, String> {
+        let Value::Object(t) = v else {
+            return Err("each targeted fault must be a table".to_owned());
+        };
+        let text = |key: &str| -> Result<String, String> {
+            t.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("targeted fault: `{key}` (a string) is required"))
+        };
+        let kind = text("kind")?;
+        let at = text("at")?;
+        let site = protocol.site(&at).ok_or_else(|| {
+            format!(
+                "targeted fault: unknown site `{at}` (protocol {} has {})",
+                protocol.name,
+                one_of(protocol.sites.iter().map(|s| s.name))
+            )
+        })?;
+        if !site.faults.contains(&kind.as_str()) {
+            return Err(format!(
+                "targeted fault: `{kind}` cannot be injected at `{at}` (it takes {})",
+                one_of(site.faults.iter().copied())
+            ));
+        }
+        let mut f = TargetedFault {
+            kind,
+            at,
+            params: BTreeMap::new(),
+            from_ms: None,
+            until_ms: None,
+            count: None,
+        };
+        for (key, v) in t {
+            let n = || {
+                v.as_u64().ok_or_else(|| {
+                    format!("targeted fault: `{key}` must be a non-negative integer, not {v}")
+                })
+            };
+            match key.as_str() {
+                "kind" | "at" => {}
+                "from_ms" => f.from_ms = Some(n()?),
+                "until_ms" => f.until_ms = Some(n()?),
+                "count" => f.count = Some(n()?),
+                p if site.params.contains(&p) => {
+                    f.params.insert(p.to_owned(), n()?);
+                }
+                other => {
+                    return Err(format!(
+                        "targeted fault at `{}`: unknown key `{other}` (site parameters: {}; and kind, at, from_ms, until_ms, count)",
+                        f.at,
+                        one_of(site.params.iter().copied())
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+}
 
 /// A scenario's fault profile, as written.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -29,6 +122,9 @@ pub struct FaultConfig {
     /// Probability per opportunity, by fault kind. Kinds not named are off.
     #[serde(flatten)]
     pub rates: BTreeMap<String, f64>,
+    /// Faults that fire on a predicate instead of at random.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targeted: Vec<TargetedFault>,
 }
 
 impl Default for FaultConfig {
@@ -37,6 +133,7 @@ impl Default for FaultConfig {
             swarm: true,
             max: None,
             rates: BTreeMap::new(),
+            targeted: Vec::new(),
         }
     }
 }
@@ -64,6 +161,18 @@ impl FaultConfig {
                         Some(v.as_u64().ok_or_else(|| {
                             format!("`max` must be a non-negative integer, not {v}")
                         })?);
+                }
+                "targeted" => {
+                    let Value::Array(items) = v else {
+                        return Err(
+                            "`targeted` must be an array of tables ([[faults.targeted]])"
+                                .to_owned(),
+                        );
+                    };
+                    for item in items {
+                        cfg.targeted
+                            .push(TargetedFault::from_value(item, protocol)?);
+                    }
                 }
                 kind => {
                     if protocol.fault_index(kind).is_none() {
@@ -96,6 +205,17 @@ pub fn ppm(p: f64) -> u32 {
 
 const SWARM_FACTORS: [(u32, u32, &str); 3] = [(1, 2, "x0.5"), (1, 1, "x1"), (2, 1, "x2")];
 
+/// A targeted fault, armed for a run.
+#[derive(Clone, Debug, Hash)]
+struct Armed {
+    kind: usize,
+    site: &'static str,
+    params: Vec<(&'static str, u64)>,
+    from: Time,
+    until: Time,
+    remaining: Option<u64>,
+}
+
 /// The fault options in force for one run, and what was injected.
 #[derive(Clone, Debug)]
 pub struct FaultState {
@@ -103,6 +223,7 @@ pub struct FaultState {
     counts: Vec<u64>,
     budget: Option<u64>,
     used: u64,
+    targeted: Vec<Armed>,
 }
 
 impl FaultState {
@@ -135,12 +256,38 @@ impl FaultState {
         if let Some(max) = config.max {
             text.push_str(&format!(" max={max}"));
         }
+        let targeted: Vec<Armed> = config
+            .targeted
+            .iter()
+            .map(|t| {
+                let site = protocol.site(&t.at).expect("validated site");
+                Armed {
+                    kind: protocol.fault_index(&t.kind).expect("validated kind"),
+                    site: site.name,
+                    params: t
+                        .params
+                        .iter()
+                        .map(|(k, v)| {
+                            let name = site.params.iter().find(|p| *p == k).expect("validated");
+                            (*name, *v)
+                        })
+                        .collect(),
+                    from: Time::from_millis(t.from_ms.unwrap_or(0)),
+                    until: t.until_ms.map_or(Time::MAX, Time::from_millis),
+                    remaining: t.count,
+                }
+            })
+            .collect();
+        for t in &config.targeted {
+            text.push_str(&format!(" targeted:{}@{}", t.kind, t.at));
+        }
         (
             FaultState {
                 counts: vec![0; ppms.len()],
                 ppm: ppms,
                 budget: config.max,
                 used: 0,
+                targeted,
             },
             text,
         )
@@ -153,6 +300,36 @@ impl FaultState {
             return None;
         }
         Some(rate)
+    }
+
+    /// The first targeted fault of `kind` armed for this opportunity, if any.
+    pub fn targeted(
+        &self,
+        kind: usize,
+        site: &str,
+        params: &[(&'static str, u64)],
+        now: Time,
+    ) -> Option<usize> {
+        self.targeted.iter().position(|t| {
+            t.kind == kind
+                && t.site == site
+                && t.remaining != Some(0)
+                && now >= t.from
+                && now < t.until
+                && t.params
+                    .iter()
+                    .all(|(p, v)| params.iter().any(|(q, w)| q == p && w == v))
+        })
+    }
+
+    /// Counts one firing of targeted fault `index` (a fault of its kind).
+    pub fn fire_targeted(&mut self, index: usize) {
+        let t = &mut self.targeted[index];
+        if let Some(r) = t.remaining.as_mut() {
+            *r -= 1;
+        }
+        let kind = t.kind;
+        self.counts[kind] += 1;
     }
 
     /// Counts one injected fault of `kind`.
@@ -180,5 +357,64 @@ impl FaultState {
     pub fn fingerprint(&self, h: &mut StableHasher) {
         self.ppm.hash(h);
         self.budget.map(|b| b.saturating_sub(self.used)).hash(h);
+        self.targeted.hash(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<FaultConfig, String> {
+        FaultConfig::from_value(&v, &crate::protocols::broadcast::INFO)
+    }
+
+    #[test]
+    fn targeted_faults_are_validated_against_the_protocol() {
+        let ok = parse(json!({"targeted": [{"kind": "coordinator_crash", "at": "tombstone_persisted", "cluster": 0, "count": 1}]}))
+            .unwrap();
+        assert_eq!(ok.targeted[0].params["cluster"], 0);
+        assert_eq!(ok.targeted[0].count, Some(1));
+        let err = |v| parse(v).unwrap_err();
+        assert!(
+            err(json!({"targeted": [{"kind": "coordinator_crash", "at": "moon"}]}))
+                .contains("unknown site `moon`")
+        );
+        assert!(
+            err(json!({"targeted": [{"kind": "append_fail", "at": "ack"}]}))
+                .contains("`append_fail` cannot be injected at `ack`")
+        );
+        assert!(
+            err(json!({"targeted": [{"kind": "ack_lost", "at": "ack", "replica": 1}]}))
+                .contains("unknown key `replica`")
+        );
+        assert!(
+            err(json!({"targeted": [{"kind": "ack_lost", "at": "ack", "channel": -1}]}))
+                .contains("`channel` must be a non-negative integer")
+        );
+        assert!(
+            err(json!({"targeted": [{"at": "ack"}]})).contains("`kind` (a string) is required")
+        );
+        assert!(err(json!({"targeted": {"kind": "ack_lost"}})).contains("array of tables"));
+    }
+
+    #[test]
+    fn rates_are_validated() {
+        assert!(
+            parse(json!({"meteor": 0.1}))
+                .unwrap_err()
+                .contains("unknown key `meteor`")
+        );
+        assert!(
+            parse(json!({"ack_lost": 2.0}))
+                .unwrap_err()
+                .contains("between 0 and 1")
+        );
+        assert!(
+            parse(json!({"max": "x"}))
+                .unwrap_err()
+                .contains("`max` must be")
+        );
     }
 }

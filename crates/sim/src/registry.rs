@@ -57,6 +57,20 @@ pub struct FaultInfo {
     pub doc: &'static str,
 }
 
+/// A place in a protocol's world where faults can be injected: the
+/// opportunity a targeted fault names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// Stable name, snake_case.
+    pub name: &'static str,
+    /// When the opportunity arises, one line.
+    pub doc: &'static str,
+    /// The parameters a targeted fault may filter on (e.g. `channel`).
+    pub params: &'static [&'static str],
+    /// The fault kinds injectable here.
+    pub faults: &'static [&'static str],
+}
+
 /// Everything named about one protocol.
 #[derive(Debug)]
 pub struct ProtocolInfo {
@@ -70,6 +84,8 @@ pub struct ProtocolInfo {
     pub mutants: &'static [MutantInfo],
     /// Its fault kinds, indexed by position.
     pub faults: &'static [FaultInfo],
+    /// Where its faults are injected (what targeted faults can name).
+    pub sites: &'static [SiteInfo],
     /// The machines whose transitions a run records: a name and the
     /// machine's declared transitions, in the order
     /// [`Protocol::coverage`](crate::engine::Protocol::coverage) reports them.
@@ -107,6 +123,11 @@ impl ProtocolInfo {
             .iter()
             .flat_map(|(m, ts)| ts.iter().map(move |t| format!("{m}: {t}")))
             .collect()
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Option<&'static SiteInfo> {
+        self.sites.iter().find(|s| s.name == name)
     }
 
     /// The index of the fault kind called `name`.
@@ -196,6 +217,24 @@ mod tests {
                 );
             }
             assert!(!p.mutants.is_empty(), "{} keeps no mutant", p.name);
+            for site in p.sites {
+                for f in site.faults {
+                    assert!(
+                        p.fault_index(f).is_some(),
+                        "{}: site {} names unknown fault {f}",
+                        p.name,
+                        site.name
+                    );
+                }
+            }
+            for f in p.faults {
+                assert!(
+                    p.sites.iter().any(|s| s.faults.contains(&f.name)),
+                    "{}: fault {} has no site",
+                    p.name,
+                    f.name
+                );
+            }
             let names = p.transition_names();
             for (t, _) in p.unreachable {
                 assert!(

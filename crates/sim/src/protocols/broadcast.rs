@@ -39,7 +39,9 @@ use simcast_machines::time::Time;
 use crate::engine::{Cx, NodeId, Protocol};
 use crate::faults::ppm;
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
-use crate::registry::{FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo};
+use crate::registry::{
+    FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo, SiteInfo,
+};
 
 const EXACTLY_ONCE: &str = "broadcast.callback_exactly_once";
 const ORDER: &str = "broadcast.callback_order";
@@ -148,6 +150,10 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
             doc: "a consumer acks a message twice",
         },
         FaultInfo {
+            name: "ack_lost",
+            doc: "a consumer's ack is lost (the consumer acks again later)",
+        },
+        FaultInfo {
             name: "ack_late",
             doc: "a consumer ack is delayed by late_factor",
         },
@@ -174,6 +180,62 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
         FaultInfo {
             name: "replication_lag",
             doc: "one channel's replication stream to the secondary stalls by late_factor",
+        },
+    ],
+    sites: &[
+        SiteInfo {
+            name: "coordinator_event",
+            doc: "a coordinator is about to handle an event",
+            params: &["cluster"],
+            faults: &["coordinator_crash", "coordinator_stop"],
+        },
+        SiteInfo {
+            name: "tombstone_persisted",
+            doc: "a coordinator has just made a tombstone durable",
+            params: &["cluster"],
+            faults: &["coordinator_crash"],
+        },
+        SiteInfo {
+            name: "catalog_write",
+            doc: "a coordinator issues a catalog write",
+            params: &["cluster"],
+            faults: &["catalog_write_fail"],
+        },
+        SiteInfo {
+            name: "append",
+            doc: "coordinator A issues an append to a channel",
+            params: &["channel"],
+            faults: &["append_fail"],
+        },
+        SiteInfo {
+            name: "append_landed",
+            doc: "an append has reached its channel and is about to be answered",
+            params: &["channel"],
+            faults: &["append_reply_lost"],
+        },
+        SiteInfo {
+            name: "ack",
+            doc: "a consumer sends an ack (cluster 0 = A, 1 = B)",
+            params: &["cluster", "channel"],
+            faults: &["ack_lost", "ack_late", "ack_duplicate"],
+        },
+        SiteInfo {
+            name: "callback",
+            doc: "a callback invocation reaches a metadata store",
+            params: &["cluster"],
+            faults: &["callback_fail", "callback_reply_lost"],
+        },
+        SiteInfo {
+            name: "client_wake",
+            doc: "a client starts a broadcast (client 1 = client-1)",
+            params: &["client"],
+            faults: &["role_change"],
+        },
+        SiteInfo {
+            name: "replication",
+            doc: "a message is sent down a channel's replication stream",
+            params: &["channel"],
+            faults: &["replication_lag"],
         },
     ],
     machines: &[
@@ -208,13 +270,14 @@ const F_CRASH: usize = 0;
 const F_APPEND_FAIL: usize = 1;
 const F_APPEND_REPLY_LOST: usize = 2;
 const F_ACK_DUP: usize = 3;
-const F_ACK_LATE: usize = 4;
-const F_CALLBACK_FAIL: usize = 5;
-const F_CALLBACK_REPLY_LOST: usize = 6;
-const F_WRITE_FAIL: usize = 7;
-const F_ROLE_CHANGE: usize = 8;
-const F_STOP: usize = 9;
-const F_REPL_LAG: usize = 10;
+const F_ACK_LOST: usize = 4;
+const F_ACK_LATE: usize = 5;
+const F_CALLBACK_FAIL: usize = 6;
+const F_CALLBACK_REPLY_LOST: usize = 7;
+const F_WRITE_FAIL: usize = 8;
+const F_ROLE_CHANGE: usize = 9;
+const F_STOP: usize = 10;
+const F_REPL_LAG: usize = 11;
 
 /// The `[workload]` table of a broadcast scenario. Durations in virtual
 /// milliseconds; ranges are `[min, max]`.
@@ -479,6 +542,15 @@ pub enum BcEvent {
         /// Result.
         result: Result<AckInfo, IoError>,
     },
+    /// A's consumer of a message copy acks it (again, until it is durable).
+    AckSend {
+        /// Broadcast.
+        id: BroadcastId,
+        /// Channel.
+        channel: ChannelId,
+        /// The copy.
+        info: AckInfo,
+    },
     /// A consumer's ack reaches a coordinator.
     ConsumerAck {
         /// Cluster.
@@ -621,6 +693,7 @@ impl fmt::Display for BcEvent {
                 write!(f, "{} callback {id} result {result:?}", cl_name(*cluster))
             }
             BcEvent::Replicate { channel } => write!(f, "replication of {channel} delivers"),
+            BcEvent::AckSend { id, channel, .. } => write!(f, "A consumer of {channel} acks {id}"),
             BcEvent::ConsumerStep { channel } => {
                 write!(f, "B consumer of {channel} checks its checkpoint")
             }
@@ -928,7 +1001,13 @@ impl BroadcastWorld {
             self.clients[client as usize].state = ClientState::Done;
             return;
         }
-        if self.clusters[A as usize].role == Role::Primary && cx.fault(F_ROLE_CHANGE) {
+        if self.clusters[A as usize].role == Role::Primary
+            && cx.fault_at(
+                F_ROLE_CHANGE,
+                "client_wake",
+                &[("client", u64::from(client) + 1)],
+            )
+        {
             self.set_role(cx, Role::Secondary);
             let d = cx.between(self.p.demotion_us.0, self.p.demotion_us.1);
             cx.env_after(d, BcEvent::Promote);
@@ -1085,7 +1164,9 @@ impl BroadcastWorld {
         match out {
             Output::Write { write, op } => {
                 let d = self.io(cx);
-                let op = (!cx.fault(F_WRITE_FAIL)).then_some(op);
+                let op =
+                    (!cx.fault_at(F_WRITE_FAIL, "catalog_write", &[("cluster", u64::from(c))]))
+                        .then_some(op);
                 cx.node_after(
                     node,
                     d,
@@ -1110,7 +1191,11 @@ impl BroadcastWorld {
                     );
                 }
                 let d = self.io(cx);
-                if cx.fault(F_APPEND_FAIL) {
+                if cx.fault_at(
+                    F_APPEND_FAIL,
+                    "append",
+                    &[("channel", u64::from(channel.0))],
+                ) {
                     cx.node_after(
                         node,
                         d,
@@ -1246,7 +1331,7 @@ impl BroadcastWorld {
     ) {
         let node = self.clusters[c as usize].node;
         let d = self.io(cx);
-        if cx.fault(F_CALLBACK_FAIL) {
+        if cx.fault_at(F_CALLBACK_FAIL, "callback", &[("cluster", u64::from(c))]) {
             cx.node_after(
                 node,
                 d,
@@ -1293,7 +1378,11 @@ impl BroadcastWorld {
                 cx.note(BcNote::Applied { cluster: c, id });
             }
         }
-        if cx.fault(F_CALLBACK_REPLY_LOST) {
+        if cx.fault_at(
+            F_CALLBACK_REPLY_LOST,
+            "callback",
+            &[("cluster", u64::from(c))],
+        ) {
             cx.node_after(
                 node,
                 self.p.timeout_us,
@@ -1331,7 +1420,11 @@ impl BroadcastWorld {
         };
         log.push(LogEntry { id, info, message });
         let node = self.clusters[A as usize].node;
-        if cx.fault(F_APPEND_REPLY_LOST) {
+        if cx.fault_at(
+            F_APPEND_REPLY_LOST,
+            "append_landed",
+            &[("channel", u64::from(channel.0))],
+        ) {
             cx.node_after(
                 node,
                 self.p.timeout_us,
@@ -1354,49 +1447,94 @@ impl BroadcastWorld {
             );
         }
         if self.clusters[A as usize].cfg.ack_sync_up {
-            self.consumer_ack(
-                cx,
-                Ack {
-                    id,
-                    channel,
-                    info,
-                    replicate: None,
-                },
-            );
+            cx.env_after(0, BcEvent::AckSend { id, channel, info });
         }
         if self.p.secondary {
             self.replicate_next(cx, channel);
         }
     }
 
-    /// One of A's consumers reads a message and acks it (maybe twice, maybe
-    /// late: A's acks are independent and may arrive in any order).
-    fn consumer_ack(&mut self, cx: &mut Cx<Self>, ack: Ack) {
-        let node = self.clusters[A as usize].node;
+    /// Sends one ack from a consumer of cluster `c` (an opportunity for the
+    /// ack to be lost, late or duplicated). Returns the delay used, so the
+    /// consumer can check back once the ack had time to be recorded.
+    fn send_ack(&mut self, cx: &mut Cx<Self>, c: Cl, ack: Ack) -> u64 {
+        let node = self.clusters[c as usize].node;
+        let site = [
+            ("cluster", u64::from(c)),
+            ("channel", u64::from(ack.channel.0)),
+        ];
         let mut d = self.io(cx);
-        if cx.fault(F_ACK_LATE) {
+        if cx.fault_at(F_ACK_LATE, "ack", &site) {
             d = d.saturating_mul(self.p.late);
         }
-        if cx.fault(F_ACK_DUP) {
+        if !cx.is_up(node) || cx.fault_at(F_ACK_LOST, "ack", &site) {
+            return d;
+        }
+        if cx.fault_at(F_ACK_DUP, "ack", &site) {
             // The duplicate trails: it may land after the task completed.
-            let d2 = self.io(cx).saturating_mul(self.p.late);
+            let late = d.saturating_mul(self.p.late);
             cx.node_after(
                 node,
-                d + d2,
+                late,
                 BcEvent::ConsumerAck {
-                    cluster: A,
+                    cluster: c,
                     ack: ack.clone(),
                 },
             );
         }
-        cx.node_after(node, d, BcEvent::ConsumerAck { cluster: A, ack });
+        cx.node_after(node, d, BcEvent::ConsumerAck { cluster: c, ack });
+        d
+    }
+
+    /// Whether cluster `c`'s catalog durably holds the ack of `id` on
+    /// `channel` (or no longer needs it).
+    fn ack_durable(&self, c: Cl, id: BroadcastId, channel: ChannelId) -> bool {
+        let cat = &self.clusters[c as usize].catalog;
+        cat.graveyard.contains(id)
+            || cat
+                .tasks
+                .get(&id)
+                .is_some_and(|r| r.state == TaskState::Tombstone || r.acks.get(channel).is_some())
+    }
+
+    /// One of A's consumers (`ack_sync_up`) acks a message copy, and keeps
+    /// acking it until A has durably recorded the ack. A's acks are
+    /// independent: they may arrive in any order.
+    fn on_ack_send(
+        &mut self,
+        cx: &mut Cx<Self>,
+        id: BroadcastId,
+        channel: ChannelId,
+        info: AckInfo,
+    ) {
+        if self.ack_durable(A, id, channel) {
+            return;
+        }
+        let d = self.send_ack(
+            cx,
+            A,
+            Ack {
+                id,
+                channel,
+                info,
+                replicate: None,
+            },
+        );
+        cx.env_after(
+            d + self.p.timeout_us,
+            BcEvent::AckSend { id, channel, info },
+        );
     }
 
     /// Schedules the next entry of a channel's replication stream, FIFO.
     fn replicate_next(&mut self, cx: &mut Cx<Self>, channel: ChannelId) {
         let ch = channel.0 as usize;
         let mut d = cx.between(self.p.repl_us.0, self.p.repl_us.1);
-        if cx.fault(F_REPL_LAG) {
+        if cx.fault_at(
+            F_REPL_LAG,
+            "replication",
+            &[("channel", u64::from(channel.0))],
+        ) {
             d = d.saturating_mul(self.p.late);
         }
         let at = Time::from_micros(cx.now().as_micros() + d)
@@ -1426,16 +1564,6 @@ impl BroadcastWorld {
         }
     }
 
-    /// Whether B's catalog durably holds what `e` tells it on `channel`.
-    fn b_durable(&self, e: &LogEntry, channel: ChannelId) -> bool {
-        let cat = &self.clusters[B as usize].catalog;
-        cat.graveyard.contains(e.id)
-            || cat
-                .tasks
-                .get(&e.id)
-                .is_some_and(|r| r.state == TaskState::Tombstone || r.acks.get(channel).is_some())
-    }
-
     /// B's consumer of a channel reads in order and advances its checkpoint
     /// only past messages B has durably recorded; the first one not recorded
     /// is (re)delivered, so a later message is never known before an earlier
@@ -1444,7 +1572,7 @@ impl BroadcastWorld {
         let ch = channel.0 as usize;
         self.b_step_scheduled[ch] = false;
         while let Some(e) = self.clusters[B as usize].logs[ch].get(self.b_cursor[ch]) {
-            if !self.b_durable(e, channel) {
+            if !self.ack_durable(B, e.id, channel) {
                 break;
             }
             self.b_cursor[ch] += 1;
@@ -1458,25 +1586,7 @@ impl BroadcastWorld {
             info: e.info,
             replicate: Some(e.message.clone()),
         };
-        let node = self.clusters[B as usize].node;
-        let mut d = self.io(cx);
-        if cx.fault(F_ACK_LATE) {
-            d = d.saturating_mul(self.p.late);
-        }
-        if cx.is_up(node) {
-            if cx.fault(F_ACK_DUP) {
-                // The duplicate trails: it may land after the task completed.
-                cx.node_after(
-                    node,
-                    d.saturating_mul(self.p.late),
-                    BcEvent::ConsumerAck {
-                        cluster: B,
-                        ack: ack.clone(),
-                    },
-                );
-            }
-            cx.node_after(node, d, BcEvent::ConsumerAck { cluster: B, ack });
-        }
+        let d = self.send_ack(cx, B, ack);
         // Check again once the ack had time to be recorded.
         self.wake_b_consumer(cx, channel, d + self.p.timeout_us);
     }
@@ -1530,7 +1640,7 @@ impl BroadcastWorld {
         if self.clusters[c as usize].broadcaster.is_none() {
             return;
         }
-        if cx.fault(F_CRASH) {
+        if cx.fault_at(F_CRASH, "coordinator_event", &[("cluster", u64::from(c))]) {
             self.crash(cx, c);
             return;
         }
@@ -1539,7 +1649,7 @@ impl BroadcastWorld {
                 .broadcaster
                 .as_ref()
                 .is_some_and(Broadcaster::is_stopped)
-            && cx.fault(F_STOP)
+            && cx.fault_at(F_STOP, "coordinator_event", &[("cluster", u64::from(c))])
         {
             self.with(cx, A, |b, now| b.stop(now));
             let d = cx.between(self.p.stop_us.0, self.p.stop_us.1);
@@ -1610,6 +1720,17 @@ impl BroadcastWorld {
                 self.with(cx, cluster, |b, now| {
                     b.handle_write_done(now, write, result, j)
                 });
+                let tombstone =
+                    matches!(&op, Some(CatalogOp::PutTask(r)) if r.state == TaskState::Tombstone);
+                if tombstone
+                    && cx.fault_at(
+                        F_CRASH,
+                        "tombstone_persisted",
+                        &[("cluster", u64::from(cluster))],
+                    )
+                {
+                    self.crash(cx, cluster);
+                }
             }
             BcEvent::AppendDone {
                 id,
@@ -1771,6 +1892,7 @@ impl Protocol for BroadcastWorld {
                 tick,
             } => self.on_callback_arrive(cx, cluster, id, keys, tick),
             BcEvent::Replicate { channel } => self.on_replicate(cx, channel),
+            BcEvent::AckSend { id, channel, info } => self.on_ack_send(cx, id, channel, info),
             BcEvent::ConsumerStep { channel } => self.on_consumer_step(cx, channel),
             BcEvent::Restart { cluster } => self.restart(cx, cluster),
             BcEvent::Exit { cluster } => {

@@ -32,7 +32,9 @@ use simcast_machines::time::Time;
 use crate::engine::{Cx, NodeId, Protocol};
 use crate::faults::ppm;
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
-use crate::registry::{FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo};
+use crate::registry::{
+    FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo, SiteInfo,
+};
 
 /// Names of the locks protocol.
 pub static INFO: ProtocolInfo = ProtocolInfo {
@@ -84,6 +86,26 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
         FaultInfo {
             name: "client_fail",
             doc: "a client crashes as it handles an event; its session is cleaned up",
+        },
+    ],
+    sites: &[
+        SiteInfo {
+            name: "client_event",
+            doc: "a client is about to handle an event (client 1 = client-1)",
+            params: &["client"],
+            faults: &["client_fail"],
+        },
+        SiteInfo {
+            name: "acquire",
+            doc: "a client sends a blocking acquire",
+            params: &["client"],
+            faults: &["cancel"],
+        },
+        SiteInfo {
+            name: "grant",
+            doc: "a client learns it holds its keys",
+            params: &["client"],
+            faults: &["slow_release"],
         },
     ],
     machines: &[("lock table", simcast_machines::locks::TRANSITIONS)],
@@ -674,7 +696,11 @@ impl LocksWorld {
 
     /// A client event is an opportunity for the client to fail.
     fn maybe_fail(&mut self, cx: &mut Cx<Self>, client: u32) -> bool {
-        if !cx.fault(F_CLIENT_FAIL) {
+        if !cx.fault_at(
+            F_CLIENT_FAIL,
+            "client_event",
+            &[("client", u64::from(client) + 1)],
+        ) {
             return false;
         }
         let node = self.clients[client as usize].node;
@@ -728,7 +754,9 @@ impl LocksWorld {
                         blocking,
                     },
                 );
-                if blocking && cx.fault(F_CANCEL) {
+                if blocking
+                    && cx.fault_at(F_CANCEL, "acquire", &[("client", u64::from(client) + 1)])
+                {
                     let d = cx.between(self.p.patience_us.0, self.p.patience_us.1);
                     cx.node_after(
                         self.clients[client as usize].node,
@@ -763,7 +791,11 @@ impl LocksWorld {
         match (msg, state) {
             (Down::Granted { crid }, ClientState::Pending { crid: p, .. }) if crid == p => {
                 let mut hold = cx.between(self.p.hold_us.0, self.p.hold_us.1);
-                if cx.fault(F_SLOW_RELEASE) {
+                if cx.fault_at(
+                    F_SLOW_RELEASE,
+                    "grant",
+                    &[("client", u64::from(client) + 1)],
+                ) {
                     hold = hold.saturating_mul(self.p.slow_factor);
                 }
                 let c = &mut self.clients[client as usize];
