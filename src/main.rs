@@ -7,6 +7,7 @@
 mod bench;
 mod common;
 mod failure;
+mod html;
 mod list;
 mod nightly;
 mod replay;

@@ -23,6 +23,9 @@ pub struct ReplayArgs {
     /// Print the trace.
     #[arg(long)]
     trace: bool,
+    /// Write a picture of the run (a self-contained HTML sequence diagram).
+    #[arg(long, value_name = "OUT")]
+    html: Option<PathBuf>,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -44,10 +47,22 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
     let outcome = run_spec(
         &spec,
         RunOptions {
-            keep_trace: a.trace,
+            keep_trace: a.trace || a.html.is_some(),
             record_steps: true,
         },
     );
+    if let Some(path) = &a.html {
+        let title = format!(
+            "replay of {} ({} seed {}{})",
+            a.file.display(),
+            seed.scenario.name,
+            seed.file.seed,
+            seed.mutant
+                .map(|m| format!(" mutant {}", m.name))
+                .unwrap_or_default()
+        );
+        crate::sim::write_html(path, title, &outcome)?;
+    }
     let got = outcome.violation.as_ref().map(ViolationRecord::from);
     let divergence = seed.divergence(&outcome);
     // Equal digests imply equal verdicts; compare anyway, a file can lie.

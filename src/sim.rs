@@ -38,6 +38,9 @@ pub struct SimArgs {
     /// Also write the run as a seed file.
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
+    /// Write a picture of the run (a self-contained HTML sequence diagram).
+    #[arg(long, value_name = "OUT")]
+    html: Option<PathBuf>,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -61,7 +64,7 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
         (check.first, Some(check.divergence))
     } else {
         let opts = RunOptions {
-            keep_trace: a.trace,
+            keep_trace: a.trace || a.html.is_some(),
             record_steps: a.save.is_some(),
         };
         (run_spec(&spec, opts), None)
@@ -75,6 +78,17 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
         let file = SeedFile::from_run(&spec, &outcome, Some("simcast sim --save".to_owned()));
         file.write(path)
             .map_err(|e| usage(format!("{}: cannot write: {e}", path.display())))?;
+    }
+    if let Some(path) = &a.html {
+        let title = format!(
+            "{} seed {}{}",
+            scenario.name,
+            a.seed,
+            mutant
+                .map(|m| format!(" mutant {}", m.name))
+                .unwrap_or_default()
+        );
+        write_html(path, title, &outcome)?;
     }
     let nondeterministic = matches!(divergence, Some(Some(_)));
     if a.json {
@@ -154,4 +168,29 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
     } else {
         Verdict::Held
     })
+}
+
+/// Writes the picture of a run.
+pub fn write_html(
+    path: &std::path::Path,
+    title: String,
+    outcome: &simcast_sim::engine::Outcome,
+) -> Result<(), Failure> {
+    let page = crate::html::render(
+        &crate::html::Header {
+            title,
+            facts: vec![
+                ("events", outcome.events.to_string()),
+                ("virtual time", outcome.end_time.to_string()),
+                ("stopped", outcome.stop.name().to_owned()),
+                ("digest", hex64(outcome.digest)),
+            ],
+            violation: outcome.violation.as_ref(),
+        },
+        &outcome.trace,
+    );
+    std::fs::write(path, page)
+        .map_err(|e| usage(format!("{}: cannot write: {e}", path.display())))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

@@ -124,6 +124,15 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
     /// first one that does not hold, with a message saying what is pending.
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)>;
 
+    /// Where an event goes, as (sender lane, receiver lane), for pictures of
+    /// a run: nodes by name, external systems by a name of their own (a
+    /// timer is a message from a lane to itself). Called only when a trace
+    /// is rendered.
+    fn route(&self, event: &Self::Event) -> (String, String) {
+        let _ = event;
+        ("env".to_owned(), "env".to_owned())
+    }
+
     /// The transitions this world's machines have taken, one set per entry
     /// of [`ProtocolInfo::machines`], including those of machines lost in
     /// crashes.
@@ -203,6 +212,8 @@ pub struct TraceLine {
     pub node: Option<String>,
     /// The rest, human-readable.
     pub text: String,
+    /// For a delivered or dropped event: (sender lane, receiver lane).
+    pub route: Option<(String, String)>,
 }
 
 impl fmt::Display for TraceLine {
@@ -639,6 +650,7 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
             kind,
             node,
             text,
+            route: None,
         }
     }
 }
@@ -894,7 +906,13 @@ impl<P: Protocol> World<P> {
                 .trace
                 .records
                 .iter()
-                .map(|r| self.core.render(r))
+                .map(|r| {
+                    let mut line = self.core.render(r);
+                    if let Entry::Deliver { event, .. } | Entry::Drop { event, .. } = &r.entry {
+                        line.route = Some(self.proto.route(event));
+                    }
+                    line
+                })
                 .collect()
         } else {
             Vec::new()

@@ -1938,6 +1938,32 @@ impl Protocol for BroadcastWorld {
             && (!self.p.secondary || self.cluster_liveness(B).is_none())
     }
 
+    fn route(&self, event: &BcEvent) -> (String, String) {
+        let coord = |c: Cl| format!("coord-{}", if c == A { "a" } else { "b" });
+        let sys = |what: &str, c: Cl| format!("{what}-{}", if c == A { "a" } else { "b" });
+        let client = |c: u32| format!("client-{}", c + 1);
+        match event {
+            BcEvent::ClientWake { client: c } => (client(*c), client(*c)),
+            BcEvent::CallStart { client: c, .. }
+            | BcEvent::CallBroadcast { client: c, .. }
+            | BcEvent::CallClose { client: c, .. } => (client(*c), coord(A)),
+            BcEvent::Reply { client: c, .. } => (coord(A), client(*c)),
+            BcEvent::WriteDone { cluster, .. } => (sys("catalog", *cluster), coord(*cluster)),
+            BcEvent::AppendArrive { .. } => (coord(A), sys("wal", A)),
+            BcEvent::AppendDone { .. } => (sys("wal", A), coord(A)),
+            BcEvent::AckSend { .. } => (sys("wal", A), sys("consumers", A)),
+            BcEvent::ConsumerAck { cluster, .. } => (sys("consumers", *cluster), coord(*cluster)),
+            BcEvent::CallbackArrive { cluster, .. } => (coord(*cluster), sys("store", *cluster)),
+            BcEvent::CallbackDone { cluster, .. } => (sys("store", *cluster), coord(*cluster)),
+            BcEvent::Replicate { .. } => (sys("wal", A), sys("wal", B)),
+            BcEvent::ConsumerStep { .. } => (sys("wal", B), sys("consumers", B)),
+            BcEvent::Timer { cluster }
+            | BcEvent::Restart { cluster }
+            | BcEvent::Exit { cluster } => (coord(*cluster), coord(*cluster)),
+            BcEvent::Promote => ("control".to_owned(), coord(A)),
+        }
+    }
+
     fn coverage(&self) -> Vec<Coverage> {
         let mut cov = self.lost_coverage;
         for b in self.clusters.iter().filter_map(|c| c.broadcaster.as_ref()) {

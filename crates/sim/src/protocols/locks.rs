@@ -1025,6 +1025,19 @@ impl Protocol for LocksWorld {
         vec![self.table.coverage()]
     }
 
+    fn route(&self, event: &LocksEvent) -> (String, String) {
+        let server = || "server".to_owned();
+        match event {
+            LocksEvent::Wake { client }
+            | LocksEvent::GiveUp { client, .. }
+            | LocksEvent::ReleaseDue { client, .. }
+            | LocksEvent::Restart { client } => (cname(*client), cname(*client)),
+            LocksEvent::Up { client, .. } => (cname(*client), server()),
+            LocksEvent::Down { client, .. } => (server(), cname(*client)),
+            LocksEvent::SessionExpired { .. } => (server(), server()),
+        }
+    }
+
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)> {
         if let Some((_, (rid, request))) = self.history.waiting.iter().next() {
             let holders: Vec<String> = self
