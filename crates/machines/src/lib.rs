@@ -13,5 +13,9 @@
 
 pub mod broadcast;
 pub mod coverage;
+pub mod fanout;
 pub mod locks;
+pub mod pubsub;
+pub mod replication;
+pub mod tick;
 pub mod time;
