@@ -113,6 +113,7 @@ struct SeedResult {
     faults: BTreeMap<&'static str, u64>,
     violation: Option<Violation>,
     coverage: Vec<u128>,
+    counters: BTreeMap<&'static str, u64>,
 }
 
 /// Totals over a set of seeds.
@@ -130,12 +131,17 @@ pub struct Tally {
     pub faults: BTreeMap<&'static str, u64>,
     /// Transitions taken, one bit set per machine of the protocol.
     pub coverage: Vec<u128>,
+    /// The protocols' named counts, summed.
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 impl Tally {
     fn add(&mut self, r: &SeedResult) {
         self.seeds += 1;
         or_into(&mut self.coverage, &r.coverage);
+        for (k, v) in &r.counters {
+            *self.counters.entry(k).or_default() += v;
+        }
         self.events += r.events;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
@@ -149,6 +155,9 @@ impl Tally {
     fn merge(&mut self, o: &Tally) {
         self.seeds += o.seeds;
         or_into(&mut self.coverage, &o.coverage);
+        for (k, v) in &o.counters {
+            *self.counters.entry(k).or_default() += v;
+        }
         self.events += o.events;
         self.failures += o.failures;
         for (k, v) in &o.violations {
@@ -402,6 +411,7 @@ pub fn report_json(
         })).collect::<Vec<_>>(),
         "violations": report.total.violations,
         "faults": report.total.faults,
+        "counters": report.total.counters,
         "complete": report.complete,
         "coverage": coverage(report).iter().map(|c| (c.protocol.to_owned(), json!({
             "covered": c.covered,
@@ -418,6 +428,7 @@ pub fn report_json(
             "failures": t.failures,
             "violations": t.violations,
             "faults": t.faults,
+            "counters": t.counters,
         })).collect::<Vec<_>>(),
     })
 }
@@ -432,6 +443,10 @@ fn print_summary(plan: &Plan, report: &SweepReport, secs: f64) {
             t.failures,
             faults.join(" ")
         );
+        if !t.counters.is_empty() {
+            let counts: Vec<String> = t.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            outln!("{:<39} counts: {}", "", counts.join(" "));
+        }
     }
     let t = &report.total;
     outln!(
@@ -646,6 +661,7 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                                 faults: o.faults,
                                 violation: o.violation,
                                 coverage: o.coverage,
+                                counters: o.counters,
                             }
                         });
                         {

@@ -402,6 +402,9 @@ pub struct Core<E, N> {
     trace: Trace<E, N>,
     violation: Option<(&'static str, String)>,
     verdict: Option<Violation>,
+    /// Named counts of things a protocol wants reported (e.g. rebuilds
+    /// completed). Reporting only: not state, not in the digest.
+    counters: BTreeMap<&'static str, u64>,
 }
 
 impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> {
@@ -585,6 +588,13 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
         self.random_fault(kind, site)
     }
 
+    /// Counts one occurrence of something worth reporting (sweeps sum the
+    /// counts per name): e.g. `rebuild.full_base.completed`. Reporting
+    /// only: it affects neither the run nor its digest.
+    pub fn count(&mut self, name: &'static str) {
+        *self.counters.entry(name).or_default() += 1;
+    }
+
     /// Adds a note to the trace.
     pub fn note(&mut self, note: N) {
         self.record(Entry::Note(note));
@@ -691,6 +701,8 @@ pub struct Outcome {
     pub trace: Vec<TraceLine>,
     /// Transitions taken, one bit set per machine of the protocol.
     pub coverage: Vec<u128>,
+    /// The protocol's named counts.
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 /// A protocol world on the engine.
@@ -737,6 +749,7 @@ impl<P: Protocol> World<P> {
             },
             violation: None,
             verdict: None,
+            counters: BTreeMap::new(),
         };
         core.record(Entry::Options(options));
         core.queue.push(
@@ -921,6 +934,7 @@ impl<P: Protocol> World<P> {
         let coverage = self.proto.coverage().iter().map(Coverage::bits).collect();
         Outcome {
             coverage,
+            counters: self.core.counters,
             events: self.core.step,
             digest: self.core.trace.digest,
             end_time: self.core.now,

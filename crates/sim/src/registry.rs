@@ -155,11 +155,11 @@ pub const PANIC_INVARIANT: &str = "sim.panic";
 
 /// Every protocol, in a fixed order.
 pub fn protocols() -> &'static [&'static ProtocolInfo] {
-    static ALL: [&ProtocolInfo; 2] = [
+    static ALL: &[&ProtocolInfo] = &[
         &crate::protocols::locks::INFO,
         &crate::protocols::broadcast::INFO,
     ];
-    &ALL
+    ALL
 }
 
 /// The protocol called `name`.
