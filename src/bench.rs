@@ -124,6 +124,38 @@ pub fn run(a: BenchArgs) -> Result<Verdict, Failure> {
         per(&all_events),
     ));
     figures.push(figure("seeds/s".to_owned(), "seeds/s", per(&all_seeds)));
+    // Exploration: every small configuration (`*-explore` scenarios).
+    let catalog = a.dir.catalog()?;
+    let mut all_states = vec![0.0; a.repeat as usize];
+    let mut all_explore_secs = vec![0.0; a.repeat as usize];
+    for s in catalog
+        .scenarios
+        .iter()
+        .filter(|s| s.name.ends_with("-explore"))
+    {
+        let mut states_per_sec = Vec::new();
+        for r in 0..a.repeat as usize {
+            let t = Stopwatch::start();
+            let ex = crate::explore::explore_quietly(s, None);
+            let secs = t.secs().max(1e-9);
+            states_per_sec.push(ex.states as f64 / secs);
+            all_states[r] += ex.states as f64;
+            all_explore_secs[r] += secs;
+        }
+        figures.push(figure(
+            format!("{} states/s", s.name),
+            "states/s",
+            states_per_sec,
+        ));
+    }
+    if all_explore_secs.iter().any(|s| *s > 0.0) {
+        let v = all_states
+            .iter()
+            .zip(&all_explore_secs)
+            .map(|(x, s)| x / s)
+            .collect();
+        figures.push(figure("explored states/s".to_owned(), "states/s", v));
+    }
     if a.json {
         print_json(&json!({
             "command": "bench",

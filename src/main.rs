@@ -6,6 +6,7 @@
 
 mod bench;
 mod common;
+mod explore;
 mod failure;
 mod html;
 mod list;
@@ -44,6 +45,9 @@ enum Command {
     Shrink(shrink::ShrinkArgs),
     /// List scenarios, invariants, mutants and fault kinds.
     List(list::ListArgs),
+    /// Explore every run of a small configuration within bounds (model
+    /// checking on the simulator's engine).
+    Explore(explore::ExploreArgs),
     /// Throughput figures on one core: simulated events/s and seeds/s.
     Bench(bench::BenchArgs),
     /// The nightly job: sweep every default scenario with fresh seeds for a
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Shrink(a) => shrink::run(a),
         Command::List(a) => list::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Explore(a) => explore::run(a),
         Command::Nightly(a) => nightly::run(a),
     };
     match result {

@@ -578,3 +578,85 @@ fn commands_find_the_scenarios_from_a_subdirectory() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(last_json(&o)["scenarios"].as_array().unwrap().len() >= 2);
 }
+
+#[test]
+fn explore_finds_a_reachable_mutant_and_its_counterexample_replays_and_shrinks() {
+    let out = tempfile::tempdir().unwrap();
+    let o = simcast(&[
+        "explore",
+        "--scenario",
+        "locks-explore",
+        "--mutant",
+        "lost-wakeup",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let j = last_json(&o);
+    assert_eq!(j["command"], "explore");
+    assert_eq!(j["violation"]["invariant"], "locks.eventually_granted");
+    assert_eq!(j["complete"], false, "stopped at the violation");
+    let file = j["failure_files"][0].as_str().unwrap().to_owned();
+    let r = simcast(&["replay", &file, "--json"]);
+    assert_eq!(code(&r), 1);
+    let rj = last_json(&r);
+    assert_eq!(rj["diverged"], false);
+    assert_eq!(rj["violation"]["invariant"], "locks.eventually_granted");
+    let small = out.path().join("small.json");
+    let s = simcast(&[
+        "shrink",
+        &file,
+        "-o",
+        small.to_str().unwrap(),
+        "--time-budget",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(code(&s), 0, "{}", stdout(&s));
+    let sj = last_json(&s);
+    assert!(sj["choices_after"].as_u64() <= sj["choices_before"].as_u64());
+    assert_eq!(sj["violation"]["invariant"], "locks.eventually_granted");
+}
+
+#[test]
+fn explore_reports_completeness_and_the_cost_of_no_dedup() {
+    let min = support::fixture("locks-explore-min.toml");
+    let o = simcast(&[
+        "explore",
+        "--scenario",
+        min.to_str().unwrap(),
+        "--no-dedup",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let j = last_json(&o);
+    for field in [
+        "states",
+        "transitions",
+        "max_depth",
+        "complete",
+        "states_per_sec",
+        "violation",
+        "failure_files",
+    ] {
+        assert!(j.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(j["states"], 26);
+    assert_eq!(j["complete"], true);
+    assert!(j["no_dedup"]["runs"].as_u64().unwrap() > j["runs"].as_u64().unwrap());
+    let o = simcast(&[
+        "explore",
+        "--scenario",
+        min.to_str().unwrap(),
+        "--max-depth",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        last_json(&o)["complete"],
+        false,
+        "paths cut by the depth bound"
+    );
+}

@@ -14,17 +14,23 @@ const FORWARDED: &[(&str, &str)] = &[
     ("sim", "run one seed of one scenario"),
     (
         "sweep",
-        "run many seeds over scenarios; write failures as seed files",
+        "run many seeds over scenarios; failures become seed files",
+    ),
+    ("replay", "re-run a seed file; check its digest and verdict"),
+    ("shrink", "minimize a failing seed file's decisions"),
+    (
+        "explore",
+        "explore every run of a small configuration within bounds",
     ),
     (
-        "replay",
-        "re-run a seed file and check its digest and verdict",
+        "nightly",
+        "the nightly job: fresh seeds for a time budget, a report",
     ),
     (
         "list",
-        "list scenarios, invariants, mutants and fault kinds",
+        "list scenarios, invariants, mutants, fault kinds and sites",
     ),
-    ("bench", "throughput figures: events/s, seeds/s"),
+    ("bench", "throughput figures: events/s, seeds/s, states/s"),
 ];
 
 fn usage() -> String {

@@ -101,6 +101,12 @@ impl Chooser {
         }
     }
 
+    /// Replaces the source; the log continues (the explorer switches to a
+    /// recorded prefix for each alternative of a step).
+    pub fn set_source(&mut self, source: Source) {
+        self.source = source;
+    }
+
     /// Picks one of `n` equally likely alternatives. `n == 0` is treated as 1.
     pub fn choose(&mut self, n: u32) -> u32 {
         if n <= 1 {

@@ -348,15 +348,33 @@ impl<E: Hash> Queue<E> {
         self.map.remove(&key).map(|q| (t, q))
     }
 
-    /// Hashes the pending events in delivery order, without sequence numbers
-    /// (they are counters, not state).
+    /// Hashes the pending events by time, without sequence numbers (they
+    /// are counters, not state). Simultaneous events are hashed as a
+    /// multiset: the order they were scheduled in is not state, since which
+    /// of them goes first is a decision anyway.
     fn fingerprint(&self, h: &mut StableHasher) {
         self.map.len().hash(h);
+        let mut group: Vec<u64> = Vec::new();
+        let mut current: Option<Time> = None;
+        let flush = |t: Option<Time>, group: &mut Vec<u64>, h: &mut StableHasher| {
+            if let Some(t) = t {
+                group.sort_unstable();
+                t.hash(h);
+                group.hash(h);
+                group.clear();
+            }
+        };
         for ((t, _), q) in &self.map {
-            t.hash(h);
-            q.target.hash(h);
-            q.item.hash(h);
+            if current != Some(*t) {
+                flush(current, &mut group, h);
+                current = Some(*t);
+            }
+            let mut e = StableHasher::new();
+            q.target.hash(&mut e);
+            q.item.hash(&mut e);
+            group.push(e.finish());
         }
+        flush(current, &mut group, h);
     }
 }
 
@@ -769,6 +787,26 @@ impl<P: Protocol> World<P> {
         world
     }
 
+    /// Takes the decisions of what follows from `source` (the log goes on).
+    pub fn set_source(&mut self, source: Source) {
+        self.core.chooser.set_source(source);
+    }
+
+    /// Every decision taken so far, in order.
+    pub fn decisions(&self) -> &[Decision] {
+        self.core.chooser.log()
+    }
+
+    /// The violation that stopped the run, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.core.verdict.as_ref()
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Time {
+        self.core.now
+    }
+
     /// The protocol state.
     pub fn protocol(&self) -> &P {
         &self.proto
@@ -958,6 +996,9 @@ impl<P: Protocol> World<P> {
         self.core.now.hash(&mut h);
         self.core.phase.hash(&mut h);
         self.core.faults.fingerprint(&mut h);
+        // A run that has stopped (and had its liveness judged) is not the
+        // state it stopped in.
+        self.stopped.hash(&mut h);
         h.finish()
     }
 }

@@ -10,13 +10,15 @@
 //! - [`protocols`]: the worlds of each protocol;
 //! - [`scenario`], [`seedfile`]: the files users keep;
 //! - [`runner`]: run a scenario, check determinism, find divergences;
-//! - [`shrink`]: minimize a failing decision sequence.
+//! - [`shrink`]: minimize a failing decision sequence;
+//! - [`explore`]: bounded exhaustive exploration of small configurations.
 //!
 //! Nothing here reads a clock, spawns a thread or iterates a hash map: the
 //! same seed gives the same trace digest in every process and build profile.
 
 pub mod choice;
 pub mod engine;
+pub mod explore;
 pub mod faults;
 pub mod hash;
 pub mod protocols;

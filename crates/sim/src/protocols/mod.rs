@@ -87,6 +87,54 @@ pub fn build_protocol<V: WorldVisitor>(
     }
 }
 
+/// Something to do with a way of building a protocol's worlds from a
+/// decision source, whatever the protocol (the explorer builds many).
+pub trait FactoryVisitor {
+    /// What it produces.
+    type Output;
+    /// Does it.
+    fn visit<P: Protocol>(self, make: &dyn Fn(crate::choice::Source) -> World<P>) -> Self::Output;
+}
+
+/// Hands `visitor` a factory of worlds of `workload` (with `mutant`),
+/// each built by `build` around a fresh protocol state.
+pub fn with_factory<V: FactoryVisitor>(
+    workload: &Workload,
+    mutant: Option<&'static MutantInfo>,
+    build: &dyn Fn(crate::choice::Source) -> Builder,
+    visitor: V,
+) -> V::Output {
+    macro_rules! go {
+        ($proto:expr) => {{
+            let proto = $proto;
+            visitor.visit(&|source| build(source).build(proto.clone()))
+        }};
+    }
+    match workload {
+        Workload::Locks(w) => go!(locks::LocksWorld::new(w, mutant)),
+        Workload::Broadcast(w) => go!(broadcast::BroadcastWorld::new(w, mutant)),
+    }
+}
+
+/// Engine options for building a world (see [`with_factory`]).
+pub struct Builder {
+    /// Timing.
+    pub limits: crate::engine::RunLimits,
+    /// Fault profile.
+    pub faults: crate::faults::FaultConfig,
+    /// Decision source.
+    pub source: crate::choice::Source,
+    /// What to collect.
+    pub opts: crate::engine::RunOptions,
+}
+
+impl Builder {
+    /// Builds the world around `proto`.
+    pub fn build<P: Protocol>(self, proto: P) -> World<P> {
+        World::new(proto, self.limits, &self.faults, self.source, self.opts)
+    }
+}
+
 /// Turns a protocol state into a world (the engine options live here).
 pub trait BuildWorld {
     /// Builds it.

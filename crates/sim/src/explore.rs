@@ -1,0 +1,211 @@
+//! Bounded exhaustive exploration of small configurations, on the same
+//! engine as simulation.
+//!
+//! States are worlds between steps. From a state, every decision sequence of
+//! the next step is enumerated: the step is replayed on a clone of the state
+//! from a recorded prefix (alternative 0 for whatever follows the prefix),
+//! and each decision it took beyond the prefix opens its other alternatives
+//! as new prefixes: a depth-first enumeration of the step's decision tree,
+//! whose leaves are the state's successors. Construction (fault options,
+//! the first events) is enumerated the same way. Successors are
+//! deduplicated by the world's fingerprint (a stable 64-bit hash of
+//! everything that affects what happens next), so a state reached along
+//! several paths is expanded once.
+//!
+//! Bounds: the number of steps from the start, the number of injected
+//! faults along a path (a fault decision's non-zero alternatives are not
+//! opened once the path has used them all), and virtual time (the
+//! scenario's run length). A run that stops (violation, quiet, settled,
+//! time limit) ends its path; liveness is judged there as in a simulation.
+//! A violation ends the exploration with its path of decisions, which a
+//! recorded source replays exactly.
+
+use std::collections::BTreeSet;
+
+use crate::choice::{Decision, Source};
+use crate::engine::{Protocol, Stop, Violation, World};
+
+/// Limits of an exploration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Steps from the start along any path.
+    pub max_depth: u64,
+    /// Faults injected along any path.
+    pub max_faults: u64,
+    /// Unique states to visit before giving up (a safety net).
+    pub max_states: u64,
+    /// Deduplicate states by fingerprint (off: every path is a tree).
+    pub dedup: bool,
+}
+
+/// What an exploration found.
+#[derive(Clone, Debug, Default)]
+pub struct Exploration {
+    /// Distinct states visited (fingerprints; without dedup, every node of
+    /// the path tree).
+    pub states: u64,
+    /// Successor edges computed (one per leaf of a step's decision tree).
+    pub transitions: u64,
+    /// Steps executed (the work: a step is replayed once per leaf).
+    pub runs: u64,
+    /// The deepest path, in steps.
+    pub max_depth: u64,
+    /// Paths that ended (run stopped) within the bounds.
+    pub terminals: u64,
+    /// States at the depth bound whose run had not stopped.
+    pub depth_cut: u64,
+    /// Whether the state limit stopped the exploration.
+    pub state_limit_hit: bool,
+    /// Whether the caller asked to stop.
+    pub interrupted: bool,
+    /// The first violation found, with the decisions that reach it.
+    pub violation: Option<(Violation, Vec<u32>)>,
+}
+
+impl Exploration {
+    /// Whether every state reachable within the bounds was explored and no
+    /// path was cut by the depth bound.
+    pub fn complete(&self) -> bool {
+        self.depth_cut == 0
+            && !self.state_limit_hit
+            && !self.interrupted
+            && self.violation.is_none()
+    }
+}
+
+struct Node<P: Protocol> {
+    world: World<P>,
+    depth: u64,
+    faults: u64,
+}
+
+/// Enumerates the decision tree of one step of `from` (or of construction,
+/// with `make`). Returns each leaf's world and the values of the decisions
+/// it took in the step; counts runs.
+fn leaves<P: Protocol>(
+    from: Option<&World<P>>,
+    make: &dyn Fn(Source) -> World<P>,
+    faults_left: u64,
+    runs: &mut u64,
+) -> Vec<World<P>> {
+    let mut out = Vec::new();
+    let mut prefixes: Vec<Vec<u32>> = vec![Vec::new()];
+    while let Some(prefix) = prefixes.pop() {
+        *runs += 1;
+        let (world, before) = match from {
+            Some(w) => {
+                let mut w = w.clone();
+                let before = w.decisions().len();
+                w.set_source(Source::recorded(prefix.clone()));
+                w.step();
+                (w, before)
+            }
+            None => (make(Source::recorded(prefix.clone())), 0),
+        };
+        let taken: &[Decision] = &world.decisions()[before..];
+        let faults_in_prefix = taken[..prefix.len().min(taken.len())]
+            .iter()
+            .filter(|d| d.fault && d.value != 0)
+            .count() as u64;
+        // Open the siblings of every decision past the prefix (those took
+        // alternative 0, so the path's faults up to any of them are the
+        // prefix's). A fault decision's other alternative is a fault: only
+        // within the bound.
+        for (i, d) in taken.iter().enumerate().skip(prefix.len()) {
+            if d.fault && faults_in_prefix >= faults_left {
+                continue;
+            }
+            for alt in (1..d.arity).rev() {
+                let mut p: Vec<u32> = taken[..i].iter().map(|d| d.value).collect();
+                p.push(alt);
+                prefixes.push(p);
+            }
+        }
+        out.push(world);
+    }
+    out
+}
+
+fn faults_of(decisions: &[Decision]) -> u64 {
+    decisions.iter().filter(|d| d.fault && d.value != 0).count() as u64
+}
+
+/// Explores every world `make` can build (each from a decision source)
+/// within `bounds`. `progress` is called every few hundred states with the
+/// figures so far; returning `false` stops the exploration.
+pub fn explore<P: Protocol>(
+    make: &dyn Fn(Source) -> World<P>,
+    bounds: Bounds,
+    progress: &mut dyn FnMut(&Exploration) -> bool,
+) -> Exploration {
+    let mut ex = Exploration::default();
+    let mut visited: BTreeSet<u64> = BTreeSet::new();
+    let mut stack: Vec<Node<P>> = Vec::new();
+    let admit = |ex: &mut Exploration,
+                 visited: &mut BTreeSet<u64>,
+                 stack: &mut Vec<Node<P>>,
+                 world: World<P>,
+                 depth: u64|
+     -> bool {
+        ex.transitions += 1;
+        let faults = faults_of(world.decisions());
+        if faults > bounds.max_faults {
+            return true;
+        }
+        if bounds.dedup && !visited.insert(world.fingerprint()) {
+            return true;
+        }
+        ex.states += 1;
+        ex.max_depth = ex.max_depth.max(depth);
+        if let Some(stop) = world.stopped() {
+            ex.terminals += 1;
+            if stop == Stop::Violation {
+                let v = world
+                    .violation()
+                    .cloned()
+                    .expect("a violation stop has one");
+                let path = world.decisions().iter().map(|d| d.value).collect();
+                ex.violation = Some((v, path));
+                return false;
+            }
+            return true;
+        }
+        if depth >= bounds.max_depth {
+            ex.depth_cut += 1;
+            return true;
+        }
+        stack.push(Node {
+            world,
+            depth,
+            faults,
+        });
+        true
+    };
+    for w in leaves(None, make, bounds.max_faults, &mut ex.runs) {
+        if !admit(&mut ex, &mut visited, &mut stack, w, 0) {
+            return ex;
+        }
+    }
+    let mut since_report = 0u32;
+    while let Some(node) = stack.pop() {
+        if ex.states >= bounds.max_states {
+            ex.state_limit_hit = true;
+            break;
+        }
+        since_report += 1;
+        if since_report >= 256 {
+            since_report = 0;
+            if !progress(&ex) {
+                ex.interrupted = true;
+                break;
+            }
+        }
+        let left = bounds.max_faults.saturating_sub(node.faults);
+        for w in leaves(Some(&node.world), make, left, &mut ex.runs) {
+            if !admit(&mut ex, &mut visited, &mut stack, w, node.depth + 1) {
+                return ex;
+            }
+        }
+    }
+    ex
+}
