@@ -26,12 +26,14 @@ pub struct ExploreArgs {
     /// Scenario name or path (a small configuration: fixed delays, swarm off).
     #[arg(long, value_name = "NAME")]
     scenario: String,
-    /// Steps from the start along any path.
-    #[arg(long, value_name = "D", default_value_t = 400)]
-    max_depth: u64,
-    /// Faults injected along any path.
-    #[arg(long, value_name = "F", default_value_t = 1)]
-    max_faults: u64,
+    /// Steps from the start along any path [default: the scenario's
+    /// `[explore] max_depth`, else 400].
+    #[arg(long, value_name = "D")]
+    max_depth: Option<u64>,
+    /// Faults injected along any path [default: the scenario's
+    /// `[explore] max_faults`, else 1].
+    #[arg(long, value_name = "F")]
+    max_faults: Option<u64>,
     /// Give up after this many distinct states.
     #[arg(long, value_name = "N", default_value_t = 20_000_000)]
     max_states: u64,
@@ -112,9 +114,10 @@ pub fn explore_quietly(
     scenario: &Scenario,
     mutant: Option<&'static simcast_sim::registry::MutantInfo>,
 ) -> Exploration {
+    let defaults = scenario.explore.unwrap_or_default();
     let bounds = Bounds {
-        max_depth: 400,
-        max_faults: 1,
+        max_depth: defaults.max_depth,
+        max_faults: defaults.max_faults,
         max_states: 20_000_000,
         dedup: true,
     };
@@ -130,9 +133,10 @@ pub fn run(a: ExploreArgs) -> Result<Verdict, Failure> {
     if a.max_states == 0 {
         return Err(usage("--max-states must be at least 1"));
     }
+    let defaults = scenario.explore.unwrap_or_default();
     let bounds = Bounds {
-        max_depth: a.max_depth,
-        max_faults: a.max_faults,
+        max_depth: a.max_depth.unwrap_or(defaults.max_depth),
+        max_faults: a.max_faults.unwrap_or(defaults.max_faults),
         max_states: a.max_states,
         dedup: true,
     };
@@ -192,8 +196,8 @@ pub fn run(a: ExploreArgs) -> Result<Verdict, Failure> {
             "scenario": scenario.name,
             "protocol": scenario.protocol().name,
             "mutant": mutant.map(|m| m.name),
-            "max_depth_bound": a.max_depth,
-            "max_faults": a.max_faults,
+            "max_depth_bound": bounds.max_depth,
+            "max_faults": bounds.max_faults,
             "states": ex.states,
             "transitions": ex.transitions,
             "runs": ex.runs,
@@ -231,8 +235,8 @@ pub fn run(a: ExploreArgs) -> Result<Verdict, Failure> {
         );
         outln!(
             "bounds: depth {}, faults {}; {} ({:.0} states/s)",
-            a.max_depth,
-            a.max_faults,
+            bounds.max_depth,
+            bounds.max_faults,
             if ex.complete() {
                 "complete within the bounds".to_owned()
             } else if ex.violation.is_some() {

@@ -66,6 +66,36 @@ impl RunConfig {
     }
 }
 
+/// Default bounds for exploring a scenario, as written in `[explore]`
+/// (command-line flags override them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreConfig {
+    /// Steps from the start along any path.
+    #[serde(default = "default_explore_depth")]
+    pub max_depth: u64,
+    /// Faults injected along any path.
+    #[serde(default = "default_explore_faults")]
+    pub max_faults: u64,
+}
+
+fn default_explore_depth() -> u64 {
+    400
+}
+
+fn default_explore_faults() -> u64 {
+    1
+}
+
+impl Default for ExploreConfig {
+    fn default() -> Self {
+        ExploreConfig {
+            max_depth: default_explore_depth(),
+            max_faults: default_explore_faults(),
+        }
+    }
+}
+
 /// A scenario, parsed and validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
@@ -81,6 +111,8 @@ pub struct Scenario {
     pub faults: FaultConfig,
     /// The protocol's workload and topology.
     pub workload: Workload,
+    /// Bounds for `explore`, if the scenario is a small configuration.
+    pub explore: Option<ExploreConfig>,
 }
 
 /// A scenario that could not be read, with where and why.
@@ -93,13 +125,14 @@ pub struct ScenarioError {
     pub message: String,
 }
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "protocol",
     "description",
     "default",
     "run",
     "faults",
     "workload",
+    "explore",
 ];
 
 impl Scenario {
@@ -214,6 +247,10 @@ impl Scenario {
             top.remove("workload").unwrap_or(Value::Object(Map::new())),
         )
         .map_err(|e| format!("[workload]: {e}"))?;
+        let explore = match top.remove("explore") {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| format!("[explore]: {e}"))?),
+        };
         Ok(Scenario {
             name: name.to_owned(),
             description,
@@ -221,12 +258,13 @@ impl Scenario {
             run,
             faults,
             workload,
+            explore,
         })
     }
 
     /// The canonical JSON form: what seed files store and what is hashed.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "name": self.name,
             "protocol": self.protocol().name,
             "description": self.description,
@@ -234,7 +272,11 @@ impl Scenario {
             "run": self.run,
             "faults": self.faults,
             "workload": self.workload.to_value(),
-        })
+        });
+        if let Some(e) = &self.explore {
+            v["explore"] = json!(e);
+        }
+        v
     }
 
     /// A stable hash of the canonical form (object keys sorted).
