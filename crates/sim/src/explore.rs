@@ -9,8 +9,10 @@
 //! whose leaves are the state's successors. Construction (fault options,
 //! the first events) is enumerated the same way. Successors are
 //! deduplicated by the world's fingerprint (a stable 64-bit hash of
-//! everything that affects what happens next), so a state reached along
-//! several paths is expanded once.
+//! everything that affects what happens next): a state is expanded again
+//! only when it is reached with more of the fault budget left than before
+//! (fewer faults spent can only reach more), so a state reached along
+//! several paths is expanded at most once per improvement.
 //!
 //! Bounds: the number of steps from the start, the number of injected
 //! faults along a path (a fault decision's non-zero alternatives are not
@@ -20,7 +22,8 @@
 //! A violation ends the exploration with its path of decisions, which a
 //! recorded source replays exactly.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use crate::choice::{Decision, Source};
 use crate::engine::{Protocol, Stop, Violation, World};
@@ -41,8 +44,8 @@ pub struct Bounds {
 /// What an exploration found.
 #[derive(Clone, Debug, Default)]
 pub struct Exploration {
-    /// Distinct states visited (fingerprints; without dedup, every node of
-    /// the path tree).
+    /// States expanded (a fingerprint counts again only when reached with
+    /// more fault budget left; without dedup, every node of the path tree).
     pub states: u64,
     /// Successor edges computed (one per leaf of a step's decision tree).
     pub transitions: u64,
@@ -139,10 +142,14 @@ pub fn explore<P: Protocol>(
     progress: &mut dyn FnMut(&Exploration) -> bool,
 ) -> Exploration {
     let mut ex = Exploration::default();
-    let mut visited: BTreeSet<u64> = BTreeSet::new();
+    // Fingerprint -> fewest faults spent reaching it. A state first reached
+    // along a path that spent its fault budget (a duplicate that was then
+    // ignored, say) must not hide the same state reached with faults still
+    // to spend; one reached with as many or more spent adds nothing.
+    let mut visited: BTreeMap<u64, u64> = BTreeMap::new();
     let mut stack: Vec<Node<P>> = Vec::new();
     let admit = |ex: &mut Exploration,
-                 visited: &mut BTreeSet<u64>,
+                 visited: &mut BTreeMap<u64, u64>,
                  stack: &mut Vec<Node<P>>,
                  world: World<P>,
                  depth: u64|
@@ -152,8 +159,16 @@ pub fn explore<P: Protocol>(
         if faults > bounds.max_faults {
             return true;
         }
-        if bounds.dedup && !visited.insert(world.fingerprint()) {
-            return true;
+        if bounds.dedup {
+            match visited.entry(world.fingerprint()) {
+                Entry::Occupied(e) if *e.get() <= faults => return true,
+                Entry::Occupied(mut e) => {
+                    e.insert(faults);
+                }
+                Entry::Vacant(e) => {
+                    e.insert(faults);
+                }
+            }
         }
         ex.states += 1;
         ex.max_depth = ex.max_depth.max(depth);

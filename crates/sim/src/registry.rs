@@ -158,6 +158,10 @@ pub fn protocols() -> &'static [&'static ProtocolInfo] {
     static ALL: &[&ProtocolInfo] = &[
         &crate::protocols::locks::INFO,
         &crate::protocols::broadcast::INFO,
+        &crate::protocols::fanout::INFO,
+        &crate::protocols::pubsub::INFO,
+        &crate::protocols::tick::INFO,
+        &crate::protocols::replication::INFO,
     ];
     ALL
 }

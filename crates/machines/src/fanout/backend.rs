@@ -9,6 +9,40 @@ use super::{
     Answer, BackendKey, FailureReason, FanoutError, FanoutFlaw, Operation, OperationId,
     OperationKind, Reply, Request,
 };
+use crate::coverage::Coverage;
+
+/// The transitions of a backend, as recorded in [`Backend::coverage`].
+pub const BACKEND_TRANSITIONS: &[&str] = &[
+    "request -> applying",
+    "applying -> acked",
+    "applying quiesce -> quiesced",
+    "applying -> failed (backend error)",
+    "duplicate while applying: held",
+    "duplicate -> answered again",
+    "unsupported -> failed (unsupported operation)",
+    "quiesced: quiesce acked again without applying",
+    "quiesced -> rejected",
+    "draining -> rejected",
+    "completion for nothing applying refused",
+    "recover from durable answers",
+];
+
+/// Indices into [`BACKEND_TRANSITIONS`].
+#[derive(Clone, Copy)]
+pub(super) enum Tr {
+    Applying,
+    Acked,
+    Quiesced,
+    ApplyFailed,
+    DuplicateWhileApplying,
+    DuplicateAnswered,
+    Unsupported,
+    QuiescedReacked,
+    QuiescedRejected,
+    DrainingRejected,
+    NotApplying,
+    Recover,
+}
 
 /// What a backend supports.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,6 +122,7 @@ pub struct Backend {
     /// Operations handed to the driver, awaiting their completion.
     applying: BTreeMap<OperationId, Operation>,
     outputs: VecDeque<BackendOutput>,
+    cov: Coverage,
 }
 
 impl Backend {
@@ -98,12 +133,23 @@ impl Backend {
 
     /// As [`Backend::new`], with a deliberate flaw (`None` = correct).
     pub fn with_flaw(key: BackendKey, cfg: BackendConfig, flaw: Option<FanoutFlaw>) -> Self {
-        Backend::recover(key, cfg, flaw, &BackendDurable::default())
+        Backend::build(key, cfg, flaw, &BackendDurable::default())
     }
 
     /// A backend rebuilt after a crash from what it saved. Operations that
     /// were being applied are forgotten: a retransmission applies them anew.
     pub fn recover(
+        key: BackendKey,
+        cfg: BackendConfig,
+        flaw: Option<FanoutFlaw>,
+        durable: &BackendDurable,
+    ) -> Self {
+        let mut b = Backend::build(key, cfg, flaw, durable);
+        b.hit(Tr::Recover);
+        b
+    }
+
+    fn build(
         key: BackendKey,
         cfg: BackendConfig,
         flaw: Option<FanoutFlaw>,
@@ -116,7 +162,17 @@ impl Backend {
             durable: durable.clone(),
             applying: BTreeMap::new(),
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
+    }
+
+    /// The transitions taken so far (indices into [`BACKEND_TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
     }
 
     /// The backend's key.
@@ -157,28 +213,38 @@ impl Backend {
     pub fn handle_request(&mut self, request: Request) {
         let Request { id, op } = request;
         if self.applying.contains_key(&id) {
+            self.hit(Tr::DuplicateWhileApplying);
             return;
         }
         let dedup = self.flaw != Some(FanoutFlaw::BackendNoDedup);
         if let Some(&answer) = self.durable.answers.get(&id) {
             if dedup || !self.accepts(&op) {
+                self.hit(Tr::DuplicateAnswered);
                 self.reply(id, answer);
                 return;
             }
         }
         if !self.cfg.supported.contains(&op.kind()) {
+            self.hit(Tr::Unsupported);
             self.answer_with(id, Answer::Failure(FailureReason::UnsupportedOperation));
             return;
         }
         if self.durable.quiesced || self.is_draining() {
             let answer = if self.durable.quiesced && op.kind() == OperationKind::Quiesce {
+                self.hit(Tr::QuiescedReacked);
                 Answer::Ack
             } else {
+                self.hit(if self.durable.quiesced {
+                    Tr::QuiescedRejected
+                } else {
+                    Tr::DrainingRejected
+                });
                 Answer::Failure(FailureReason::Rejected)
             };
             self.answer_with(id, answer);
             return;
         }
+        self.hit(Tr::Applying);
         self.applying.insert(id, op.clone());
         self.outputs.push_back(BackendOutput::Apply { id, op });
     }
@@ -199,18 +265,24 @@ impl Backend {
         id: OperationId,
         result: ApplyResult,
     ) -> Result<(), FanoutError> {
-        let op = self
-            .applying
-            .remove(&id)
-            .ok_or(FanoutError::NotApplying(id))?;
+        let Some(op) = self.applying.remove(&id) else {
+            self.hit(Tr::NotApplying);
+            return Err(FanoutError::NotApplying(id));
+        };
         let answer = match result {
             ApplyResult::Applied => {
                 if op.kind() == OperationKind::Quiesce {
                     self.durable.quiesced = true;
+                    self.hit(Tr::Quiesced);
+                } else {
+                    self.hit(Tr::Acked);
                 }
                 Answer::Ack
             }
-            ApplyResult::Failed => Answer::Failure(FailureReason::BackendError),
+            ApplyResult::Failed => {
+                self.hit(Tr::ApplyFailed);
+                Answer::Failure(FailureReason::BackendError)
+            }
         };
         self.answer_with(id, answer);
         Ok(())

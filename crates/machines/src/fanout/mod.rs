@@ -48,7 +48,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::backend::{ApplyResult, Backend, BackendConfig, BackendDurable, BackendOutput};
+pub use self::backend::{
+    ApplyResult, BACKEND_TRANSITIONS, Backend, BackendConfig, BackendDurable, BackendOutput,
+};
+use crate::coverage::Coverage;
 use crate::time::Time;
 
 /// The default time one backend has to answer a fanout: 5 s.
@@ -371,6 +374,50 @@ pub enum FanoutFlaw {
     BackendNoDedup,
 }
 
+/// The transitions of the broker's registry and fanouts, as recorded in
+/// [`Broker::coverage`].
+pub const BROKER_TRANSITIONS: &[&str] = &[
+    "register: new backend -> last",
+    "register: existing backend replaced in place",
+    "set live: unknown backend refused",
+    "start: refused, too many in flight",
+    "start: dead backend -> skipped",
+    "start: live backend -> awaiting answer",
+    "start: no live backend -> done at once",
+    "awaiting answer -> acked",
+    "awaiting answer -> failed",
+    "awaiting answer -> timed out",
+    "retransmit to a silent live backend",
+    "retransmit withheld from a backend now dead",
+    "reply: duplicate ignored",
+    "reply: late ignored",
+    "reply: unexpected ignored",
+    "done: every live backend answered",
+    "done: at the deadline",
+];
+
+/// Indices into [`BROKER_TRANSITIONS`].
+#[derive(Clone, Copy)]
+enum Tr {
+    RegisterNew,
+    RegisterReplaced,
+    SetLiveUnknown,
+    StartRefused,
+    StartSkipped,
+    StartAwaiting,
+    StartDoneAtOnce,
+    Acked,
+    Failed,
+    TimedOut,
+    Retransmit,
+    RetransmitWithheld,
+    ReplyDuplicate,
+    ReplyLate,
+    ReplyUnexpected,
+    DoneAllAnswered,
+    DoneAtDeadline,
+}
+
 /// One registry entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Registration {
@@ -436,6 +483,7 @@ pub struct Broker {
     fanouts: BTreeMap<OperationId, Fanout>,
     timers: BTreeSet<(Time, Timer)>,
     outputs: VecDeque<BrokerOutput>,
+    cov: Coverage,
 }
 
 impl Broker {
@@ -458,10 +506,20 @@ impl Broker {
             fanouts: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
     }
 
     // ----- queries -------------------------------------------------------
+
+    /// The transitions taken so far (indices into [`BROKER_TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
+    }
 
     /// The policy.
     pub fn policy(&self) -> &Policy {
@@ -513,9 +571,12 @@ impl Broker {
     /// retransmissions (see [`Broker::set_live`]).
     pub fn register(&mut self, key: BackendKey, live: bool) -> Option<bool> {
         if let Some(r) = self.registry.iter_mut().find(|r| r.key == key) {
-            return Some(core::mem::replace(&mut r.live, live));
+            let was = core::mem::replace(&mut r.live, live);
+            self.hit(Tr::RegisterReplaced);
+            return Some(was);
         }
         self.registry.push(Registration { key, live });
+        self.hit(Tr::RegisterNew);
         None
     }
 
@@ -532,7 +593,10 @@ impl Broker {
                 r.live = live;
                 Ok(())
             }
-            None => Err(FanoutError::UnknownBackend(key.clone())),
+            None => {
+                self.hit(Tr::SetLiveUnknown);
+                Err(FanoutError::UnknownBackend(key.clone()))
+            }
         }
     }
 
@@ -547,6 +611,7 @@ impl Broker {
     pub fn start(&mut self, now: Time, op: Operation) -> Result<OperationId, FanoutError> {
         let max = self.policy.max_in_flight();
         if self.fanouts.len() >= max {
+            self.hit(Tr::StartRefused);
             return Err(FanoutError::TooManyInFlight { max });
         }
         let id = OperationId {
@@ -559,8 +624,10 @@ impl Broker {
         let mut targets = Vec::with_capacity(self.registry.len());
         for r in &self.registry {
             let state = if r.live {
+                self.cov.hit(Tr::StartAwaiting as usize);
                 TargetState::AwaitingAnswer
             } else {
+                self.cov.hit(Tr::StartSkipped as usize);
                 TargetState::SkippedDead
             };
             if r.live || send_to_dead {
@@ -589,6 +656,7 @@ impl Broker {
         }
         self.fanouts.insert(id, fanout);
         if self.fanouts[&id].awaiting() == 0 {
+            self.hit(Tr::StartDoneAtOnce);
             self.finish(now, id);
         }
         Ok(id)
@@ -603,21 +671,36 @@ impl Broker {
         let Some(fanout) = self.fanouts.get_mut(&reply.id) else {
             let ours = reply.id.incarnation == self.incarnation && reply.id.seq < self.next_seq;
             return if ours {
+                self.hit(Tr::ReplyLate);
                 ReplyOutcome::Late
             } else {
+                self.hit(Tr::ReplyUnexpected);
                 ReplyOutcome::Unexpected
             };
         };
         debug_assert!(now < fanout.deadline, "due deadlines fired above");
         let Some((_, state)) = fanout.targets.iter_mut().find(|(k, _)| k == from) else {
+            self.hit(Tr::ReplyUnexpected);
             return ReplyOutcome::Unexpected;
         };
         match *state {
-            TargetState::SkippedDead => ReplyOutcome::Unexpected,
-            TargetState::Answered(_) => ReplyOutcome::Duplicate,
+            TargetState::SkippedDead => {
+                self.hit(Tr::ReplyUnexpected);
+                ReplyOutcome::Unexpected
+            }
+            TargetState::Answered(_) => {
+                self.hit(Tr::ReplyDuplicate);
+                ReplyOutcome::Duplicate
+            }
             TargetState::AwaitingAnswer => {
                 *state = TargetState::Answered(reply.answer);
-                if fanout.awaiting() == 0 {
+                let done = fanout.awaiting() == 0;
+                self.hit(match reply.answer {
+                    Answer::Ack => Tr::Acked,
+                    Answer::Failure(_) => Tr::Failed,
+                });
+                if done {
+                    self.hit(Tr::DoneAllAnswered);
                     self.finish(now, reply.id);
                 }
                 ReplyOutcome::Recorded
@@ -635,7 +718,12 @@ impl Broker {
             }
             self.timers.pop_first();
             match timer {
-                Timer::Deadline(id) => self.finish(now, id),
+                Timer::Deadline(id) => {
+                    if self.fanouts.contains_key(&id) {
+                        self.hit(Tr::DoneAtDeadline);
+                    }
+                    self.finish(now, id);
+                }
                 Timer::Retransmit(id) => self.retransmit(id),
             }
         }
@@ -653,12 +741,18 @@ impl Broker {
             op: fanout.op.clone(),
         };
         for (key, state) in &fanout.targets {
+            if *state != TargetState::AwaitingAnswer {
+                continue;
+            }
             let live = self.registry.iter().any(|r| &r.key == key && r.live);
-            if *state == TargetState::AwaitingAnswer && live {
+            if live {
+                self.cov.hit(Tr::Retransmit as usize);
                 self.outputs.push_back(BrokerOutput::Send {
                     backend: key.clone(),
                     request: request.clone(),
                 });
+            } else {
+                self.cov.hit(Tr::RetransmitWithheld as usize);
             }
         }
         let next = at + self.policy.retransmit_interval();
@@ -693,7 +787,10 @@ impl Broker {
         for (key, state) in fanout.targets {
             match state {
                 TargetState::SkippedDead => result.skipped_dead.push(key),
-                TargetState::AwaitingAnswer => result.timeouts.push(key),
+                TargetState::AwaitingAnswer => {
+                    self.cov.hit(Tr::TimedOut as usize);
+                    result.timeouts.push(key);
+                }
                 TargetState::Answered(Answer::Ack) => result.acks.push(key),
                 TargetState::Answered(Answer::Failure(reason)) => {
                     result.failures.push(BackendFailure { key, reason })

@@ -746,6 +746,59 @@ fn each_machine_ignores_the_other_machines_flaw() {
     assert_eq!(applies(&backend_drain(&mut be)).len(), 1);
 }
 
+// ----- coverage --------------------------------------------------------
+
+#[test]
+fn transitions_are_named_and_recorded() {
+    assert_eq!(BROKER_TRANSITIONS.len(), Tr::DoneAtDeadline as usize + 1);
+    assert_eq!(BACKEND_TRANSITIONS.len(), backend::Tr::Recover as usize + 1);
+    let mut b = broker(&[("a", true), ("b", false)]);
+    let id = b.start(t(0), release()).unwrap();
+    let _ = drain(&mut b);
+    b.handle_reply(t(1), &key("a"), ack(id));
+    b.handle_reply(t(2), &key("a"), ack(id));
+    let cov = b.coverage();
+    for tr in [
+        Tr::RegisterNew,
+        Tr::StartSkipped,
+        Tr::StartAwaiting,
+        Tr::Acked,
+        Tr::DoneAllAnswered,
+        Tr::ReplyLate,
+    ] {
+        assert!(cov.has(tr as usize), "{}", BROKER_TRANSITIONS[tr as usize]);
+    }
+    assert!(!cov.has(Tr::TimedOut as usize));
+
+    let mut be = Backend::new(key("a"), BackendConfig::default());
+    be.handle_request(req(1, quiesce()));
+    be.handle_request(req(2, release()));
+    be.handle_applied(req(1, quiesce()).id, ApplyResult::Applied)
+        .unwrap();
+    be.handle_request(req(3, release()));
+    let be = Backend::recover(key("a"), BackendConfig::default(), None, be.durable());
+    assert!(be.coverage().has(backend::Tr::Recover as usize));
+    let mut be2 = Backend::new(key("a"), BackendConfig::default());
+    be2.handle_request(req(1, quiesce()));
+    be2.handle_request(req(2, release()));
+    be2.handle_applied(req(1, quiesce()).id, ApplyResult::Applied)
+        .unwrap();
+    be2.handle_request(req(3, release()));
+    let cov = be2.coverage();
+    for tr in [
+        backend::Tr::Applying,
+        backend::Tr::Quiesced,
+        backend::Tr::DrainingRejected,
+        backend::Tr::QuiescedRejected,
+    ] {
+        assert!(cov.has(tr as usize), "{}", BACKEND_TRANSITIONS[tr as usize]);
+    }
+    assert!(
+        !cov.has(backend::Tr::Recover as usize),
+        "new is not recover"
+    );
+}
+
 // ----- model -----------------------------------------------------------
 
 mod model {

@@ -79,8 +79,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::peer::{Peer, PeerDurable};
-pub use self::router::{Router, RouterDurable};
+pub use self::peer::{PEER_TRANSITIONS, Peer, PeerDurable};
+pub use self::router::{ROUTER_TRANSITIONS, Router, RouterDurable};
 
 /// An actor (one per peer). The router is not an actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -8,7 +8,51 @@ use super::{
     Action, ActorId, Channel, ControlOp, Delivery, Event, EventId, Mode, PeerOutput, PubsubConfig,
     PubsubError, PubsubFlaw, Subscription, ToPeer, ToRouter,
 };
+use crate::coverage::Coverage;
 use crate::time::Time;
+
+/// The transitions of a peer, as recorded in [`Peer::coverage`].
+pub const PEER_TRANSITIONS: &[&str] = &[
+    "publish: sent once (fire-and-forget)",
+    "publish: kept until acknowledged (reliable)",
+    "publish: refused, outbox full",
+    "control: sent until acknowledged",
+    "control: refused, backlog full",
+    "publish ack: outbox -> published",
+    "control ack: -> subscribed",
+    "control ack: -> unsubscribed",
+    "fire-and-forget: newer -> delivered",
+    "fire-and-forget: not newer -> dropped",
+    "reliable: next in link order -> delivered",
+    "reliable: early -> buffered",
+    "reliable: buffered -> delivered",
+    "reliable: duplicate -> dropped",
+    "reliable: beyond the window -> dropped",
+    "retransmit unacknowledged publishes and controls",
+    "recover from durable state",
+];
+
+/// Indices into [`PEER_TRANSITIONS`].
+#[derive(Clone, Copy)]
+pub(super) enum Tr {
+    PublishOnce,
+    PublishKept,
+    OutboxFull,
+    ControlSent,
+    ControlBacklogFull,
+    Published,
+    Subscribed,
+    Unsubscribed,
+    FreshDelivered,
+    StaleDropped,
+    InOrderDelivered,
+    EarlyBuffered,
+    BufferedDelivered,
+    DuplicateDropped,
+    BeyondWindow,
+    Retransmit,
+    Recover,
+}
 
 /// What a peer keeps across a crash: its sequence counters, its outbox of
 /// unacknowledged publishes and control operations, and how far it has
@@ -59,6 +103,7 @@ pub struct Peer {
     ahead: BTreeSet<u64>,
     retransmit_at: Option<Time>,
     outputs: VecDeque<PeerOutput>,
+    cov: Coverage,
 }
 
 impl Peer {
@@ -72,6 +117,7 @@ impl Peer {
             ahead: BTreeSet::new(),
             retransmit_at: None,
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
     }
 
@@ -79,11 +125,21 @@ impl Peer {
     /// unacknowledged is retransmitted at the first `handle_timeout`.
     pub fn recover(id: ActorId, cfg: PubsubConfig, now: Time, durable: &PeerDurable) -> Self {
         let mut peer = Peer::new(id, cfg);
+        peer.hit(Tr::Recover);
         peer.d = durable.clone();
         if peer.has_unacked() {
             peer.retransmit_at = Some(now);
         }
         peer
+    }
+
+    /// The transitions taken so far (indices into [`PEER_TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
     }
 
     // ----- queries -------------------------------------------------------
@@ -159,6 +215,7 @@ impl Peer {
         }
         let reliable = self.cfg.mode == Mode::Reliable;
         if reliable && self.d.outbox.len() >= self.cfg.max_outbox {
+            self.hit(Tr::OutboxFull);
             return Err(PubsubError::OutboxFull {
                 max: self.cfg.max_outbox,
             });
@@ -174,8 +231,11 @@ impl Peer {
             payload,
         };
         if reliable {
+            self.hit(Tr::PublishKept);
             self.d.outbox.insert(id.seq, event.clone());
             self.arm(now);
+        } else {
+            self.hit(Tr::PublishOnce);
         }
         self.outputs
             .push_back(PeerOutput::Send(ToRouter::Publish(event)));
@@ -209,10 +269,12 @@ impl Peer {
 
     fn control(&mut self, now: Time, op: ControlOp) -> Result<(), PubsubError> {
         if self.d.control.len() >= self.cfg.max_control_backlog {
+            self.hit(Tr::ControlBacklogFull);
             return Err(PubsubError::ControlBacklogFull {
                 max: self.cfg.max_control_backlog,
             });
         }
+        self.hit(Tr::ControlSent);
         let seq = self.d.next_control_seq;
         self.d.next_control_seq += 1;
         self.d.control.insert(seq, op.clone());
@@ -236,6 +298,7 @@ impl Peer {
                     let rest = self.d.outbox.split_off(&upto.saturating_add(1));
                     let acked = core::mem::replace(&mut self.d.outbox, rest);
                     for event in acked.into_values() {
+                        self.cov.hit(Tr::Published as usize);
                         self.outputs.push_back(PeerOutput::Published(event.id));
                     }
                 }
@@ -244,10 +307,16 @@ impl Peer {
                 let rest = self.d.control.split_off(&upto.saturating_add(1));
                 let acked = core::mem::replace(&mut self.d.control, rest);
                 for op in acked.into_values() {
-                    self.outputs.push_back(match op {
-                        ControlOp::Subscribe(s) => PeerOutput::Subscribed(s.channel),
-                        ControlOp::Unsubscribe(c) => PeerOutput::Unsubscribed(c),
-                    });
+                    let (t, out) = match op {
+                        ControlOp::Subscribe(s) => {
+                            (Tr::Subscribed, PeerOutput::Subscribed(s.channel))
+                        }
+                        ControlOp::Unsubscribe(c) => {
+                            (Tr::Unsubscribed, PeerOutput::Unsubscribed(c))
+                        }
+                    };
+                    self.hit(t);
+                    self.outputs.push_back(out);
                 }
             }
             ToPeer::Deliver {
@@ -280,8 +349,11 @@ impl Peer {
             Some(PubsubFlaw::NoReorderBuffer) => seq != last,
         };
         if fresh {
+            self.hit(Tr::FreshDelivered);
             self.d.last_from.insert(publisher, last.max(seq));
             self.deliver(event, matched);
+        } else {
+            self.hit(Tr::StaleDropped);
         }
     }
 
@@ -293,16 +365,19 @@ impl Peer {
             return;
         }
         if link < next {
+            self.hit(Tr::DuplicateDropped);
             if self.cfg.flaw == Some(PubsubFlaw::NoDedup) {
                 self.deliver(event, matched);
             }
         } else if link == next {
+            self.hit(Tr::InOrderDelivered);
             if !self.ahead.remove(&link) {
                 self.deliver(event, matched);
             }
             self.d.next_link += 1;
             self.drain_reorder();
         } else if link - next < self.cfg.window() {
+            self.hit(Tr::EarlyBuffered);
             if self.cfg.flaw == Some(PubsubFlaw::NoReorderBuffer) {
                 if self.ahead.insert(link) {
                     self.deliver(event, matched);
@@ -310,6 +385,8 @@ impl Peer {
             } else {
                 self.reorder.insert(link, (event, matched));
             }
+        } else {
+            self.hit(Tr::BeyondWindow);
         }
         // Beyond the window: dropped; the router sends it again later.
         let upto = self.d.next_link - 1;
@@ -324,6 +401,7 @@ impl Peer {
         loop {
             let next = self.d.next_link;
             if let Some((event, matched)) = self.reorder.remove(&next) {
+                self.hit(Tr::BufferedDelivered);
                 self.deliver(event, matched);
             } else if !self.ahead.remove(&next) {
                 break;
@@ -349,6 +427,7 @@ impl Peer {
             return;
         }
         self.retransmit_at = None;
+        self.hit(Tr::Retransmit);
         for event in self.d.outbox.values() {
             self.outputs
                 .push_back(PeerOutput::Send(ToRouter::Publish(event.clone())));

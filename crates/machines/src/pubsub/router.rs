@@ -9,7 +9,55 @@ use super::{
     Action, ActorId, Channel, ControlOp, Event, EventId, Mode, PubsubConfig, RouterOutput,
     Subscription, ToPeer, ToRouter,
 };
+use crate::coverage::Coverage;
 use crate::time::Time;
+
+/// The transitions of the router, as recorded in [`Router::coverage`].
+pub const ROUTER_TRANSITIONS: &[&str] = &[
+    "control: in order -> applied",
+    "control: early -> buffered",
+    "control: duplicate -> acknowledged again",
+    "control: beyond the window -> dropped",
+    "subscribe: new subscription",
+    "subscribe: action replaced",
+    "unsubscribe: removed",
+    "unsubscribe: not subscribed, nothing",
+    "publish: accepted (fire-and-forget)",
+    "publish: early -> pending",
+    "publish: pending -> accepted in order",
+    "publish: duplicate -> acknowledged again",
+    "publish: beyond the window -> dropped",
+    "publish: held back by a full link",
+    "accept: no recipient",
+    "deliver ack: link freed",
+    "deliver ack: nothing new",
+    "redeliver unacknowledged events",
+    "recover from durable state",
+];
+
+/// Indices into [`ROUTER_TRANSITIONS`].
+#[derive(Clone, Copy)]
+pub(super) enum Tr {
+    ControlApplied,
+    ControlEarly,
+    ControlDuplicate,
+    ControlBeyondWindow,
+    SubscribeNew,
+    SubscribeReplaced,
+    UnsubscribeRemoved,
+    UnsubscribeNothing,
+    AcceptedFireAndForget,
+    PublishEarly,
+    PublishAcceptedInOrder,
+    PublishDuplicate,
+    PublishBeyondWindow,
+    PublishHeldBack,
+    NoRecipient,
+    DeliverAckFreed,
+    DeliverAckNothing,
+    Redeliver,
+    Recover,
+}
 
 /// Reliable mode: the router's end of the link to one recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,17 +108,24 @@ pub struct Router {
     pending: BTreeMap<ActorId, BTreeMap<u64, Event>>,
     redeliver_at: Option<Time>,
     outputs: VecDeque<RouterOutput>,
+    cov: Coverage,
 }
 
 impl Router {
     /// A router with no subscriptions.
     pub fn new(cfg: PubsubConfig) -> Self {
-        Router::recover(cfg, Time::ZERO, &RouterDurable::default())
+        Router::build(cfg, Time::ZERO, &RouterDurable::default())
     }
 
     /// A router rebuilt after a crash from what it saved. Unacknowledged
     /// events are forwarded again at the first `handle_timeout`.
     pub fn recover(cfg: PubsubConfig, now: Time, durable: &RouterDurable) -> Self {
+        let mut r = Router::build(cfg, now, durable);
+        r.hit(Tr::Recover);
+        r
+    }
+
+    fn build(cfg: PubsubConfig, now: Time, durable: &RouterDurable) -> Self {
         let unacked = durable.links.values().any(|l| !l.unacked.is_empty());
         Router {
             cfg,
@@ -79,7 +134,17 @@ impl Router {
             pending: BTreeMap::new(),
             redeliver_at: unacked.then_some(now),
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
+    }
+
+    /// The transitions taken so far (indices into [`ROUTER_TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
     }
 
     // ----- queries -------------------------------------------------------
@@ -159,20 +224,27 @@ impl Router {
                     return;
                 }
                 match self.cfg.mode {
-                    Mode::FireAndForget => self.accept(now, event),
+                    Mode::FireAndForget => {
+                        self.hit(Tr::AcceptedFireAndForget);
+                        self.accept(now, event);
+                    }
                     Mode::Reliable => self.receive_publish(now, from, event),
                 }
             }
             ToRouter::Control { seq, op } => self.receive_control(now, from, seq, op),
             ToRouter::DeliverAck { upto } => {
                 let Some(link) = self.d.links.get_mut(&from) else {
+                    self.hit(Tr::DeliverAckNothing);
                     return;
                 };
                 let before = link.unacked.len();
                 link.unacked = link.unacked.split_off(&upto.saturating_add(1));
                 let freed = link.unacked.len() < before;
                 if freed {
+                    self.hit(Tr::DeliverAckFreed);
                     self.accept_all_pending(now);
+                } else {
+                    self.hit(Tr::DeliverAckNothing);
                 }
                 self.disarm_if_idle();
             }
@@ -183,8 +255,15 @@ impl Router {
         let accepted = self.accepted_upto(from);
         let seq = event.id.seq;
         if seq > accepted && seq - accepted <= self.cfg.window() {
+            if seq > accepted + 1 {
+                self.hit(Tr::PublishEarly);
+            }
             self.pending.entry(from).or_default().insert(seq, event);
             self.accept_pending(now, from);
+        } else if seq <= accepted {
+            self.hit(Tr::PublishDuplicate);
+        } else {
+            self.hit(Tr::PublishBeyondWindow);
         }
         let upto = self.accepted_upto(from);
         if upto > 0 {
@@ -196,6 +275,13 @@ impl Router {
         let applied = self.d.control_applied.get(&from).copied().unwrap_or(0);
         if seq == 0 {
             return;
+        }
+        if seq <= applied {
+            self.hit(Tr::ControlDuplicate);
+        } else if seq - applied > self.cfg.window() {
+            self.hit(Tr::ControlBeyondWindow);
+        } else if seq > applied + 1 {
+            self.hit(Tr::ControlEarly);
         }
         if seq > applied && seq - applied <= self.cfg.window() {
             let early = self.early_control.entry(from).or_default();
@@ -211,6 +297,7 @@ impl Router {
             }
             if !ops.is_empty() {
                 for op in ops {
+                    self.hit(Tr::ControlApplied);
                     self.apply(from, op);
                 }
                 self.d.control_applied.insert(from, upto);
@@ -228,19 +315,32 @@ impl Router {
     fn apply(&mut self, from: ActorId, op: ControlOp) {
         match op {
             ControlOp::Subscribe(s) => {
-                self.d
+                let replaced = self
+                    .d
                     .subscriptions
                     .entry(s.channel)
                     .or_default()
-                    .insert(from, s.action);
+                    .insert(from, s.action)
+                    .is_some();
+                self.hit(if replaced {
+                    Tr::SubscribeReplaced
+                } else {
+                    Tr::SubscribeNew
+                });
             }
             ControlOp::Unsubscribe(channel) => {
+                let mut removed = false;
                 if let Some(m) = self.d.subscriptions.get_mut(&channel) {
-                    m.remove(&from);
+                    removed = m.remove(&from).is_some();
                     if m.is_empty() {
                         self.d.subscriptions.remove(&channel);
                     }
                 }
+                self.hit(if removed {
+                    Tr::UnsubscribeRemoved
+                } else {
+                    Tr::UnsubscribeNothing
+                });
             }
         }
     }
@@ -268,6 +368,9 @@ impl Router {
     /// Fixes the recipients of `event` and forwards it to each.
     fn accept(&mut self, now: Time, event: Event) {
         let recipients = self.recipients(&event);
+        if recipients.is_empty() {
+            self.hit(Tr::NoRecipient);
+        }
         let reliable = self.cfg.mode == Mode::Reliable;
         self.outputs.push_back(RouterOutput::Accepted {
             event: event.id,
@@ -313,6 +416,7 @@ impl Router {
                 .keys()
                 .any(|a| self.unacked(*a) >= max);
             if full {
+                self.hit(Tr::PublishHeldBack);
                 break;
             }
             let event = self
@@ -321,6 +425,7 @@ impl Router {
                 .and_then(|p| p.remove(&next))
                 .expect("present");
             self.d.accepted.insert(publisher, next);
+            self.hit(Tr::PublishAcceptedInOrder);
             self.accept(now, event);
             any = true;
         }
@@ -367,6 +472,7 @@ impl Router {
             return;
         }
         self.redeliver_at = None;
+        self.hit(Tr::Redeliver);
         let mut resend = Vec::new();
         for (to, link) in &self.d.links {
             for (seq, (event, matched)) in &link.unacked {

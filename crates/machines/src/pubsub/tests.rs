@@ -687,6 +687,39 @@ fn flaw_no_reorder_buffer_delivers_out_of_order() {
     }
 }
 
+// ----- coverage --------------------------------------------------------------
+
+#[test]
+fn transitions_are_named_and_recorded() {
+    assert_eq!(ROUTER_TRANSITIONS.len(), router::Tr::Recover as usize + 1);
+    assert_eq!(PEER_TRANSITIONS.len(), peer::Tr::Recover as usize + 1);
+    let mut s = Sys::new(Mode::Reliable, &[A, B]);
+    s.subscribe(B, "x", None);
+    s.flush();
+    s.publish(A, &["x"], 1);
+    s.flush();
+    let cov = s.router.coverage();
+    for tr in [
+        router::Tr::ControlApplied,
+        router::Tr::SubscribeNew,
+        router::Tr::PublishAcceptedInOrder,
+        router::Tr::DeliverAckFreed,
+    ] {
+        assert!(cov.has(tr as usize), "{}", ROUTER_TRANSITIONS[tr as usize]);
+    }
+    assert!(!cov.has(router::Tr::Recover as usize));
+    let cov = s.peers[&B].coverage();
+    for tr in [
+        peer::Tr::ControlSent,
+        peer::Tr::Subscribed,
+        peer::Tr::InOrderDelivered,
+    ] {
+        assert!(cov.has(tr as usize), "{}", PEER_TRANSITIONS[tr as usize]);
+    }
+    let r = Router::recover(s.cfg.clone(), s.now, s.router.durable());
+    assert!(r.coverage().has(router::Tr::Recover as usize));
+}
+
 // ----- model ---------------------------------------------------------------
 
 mod model {

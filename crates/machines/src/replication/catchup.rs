@@ -9,7 +9,7 @@ use super::budget::TickArithmetic;
 use super::{
     BudgetViolation, Handshake, HandshakeRecord, Invalidation, InvalidationReason, Lsn,
     RecoveryOutcome, ReplicaState, ReplicationError, ReplicationFlaw, RetainedHistory, Sender,
-    SessionId, SessionKind, SessionPhase, classify_handshake,
+    SessionId, SessionKind, SessionPhase, Tr, classify_handshake,
 };
 use crate::time::Time;
 
@@ -22,13 +22,15 @@ impl Sender {
     pub fn begin_connect(&mut self, session: SessionId) -> Result<(), ReplicationError> {
         let s = self.authorized(session)?;
         if s.phase() != SessionPhase::Init {
-            return Err(ReplicationError::WrongPhase {
+            let e = ReplicationError::WrongPhase {
                 call: "begin_connect",
                 phase: s.phase(),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         s.advance(SessionPhase::Connecting);
-        self.state = ReplicaState::Connecting;
+        self.hit(Tr::InitConnecting);
+        self.set_state(ReplicaState::Connecting);
         Ok(())
     }
 
@@ -61,10 +63,11 @@ impl Sender {
         let trust_caller = self.flaw == Some(ReplicationFlaw::TrustCallerRetention);
         let s = self.authorized(session)?;
         if s.phase() != SessionPhase::Connecting {
-            return Err(ReplicationError::WrongPhase {
+            let e = ReplicationError::WrongPhase {
                 call: "record_handshake",
                 phase: s.phase(),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         let flushed = handshake.replica_flushed;
         let committed = history.committed;
@@ -78,25 +81,30 @@ impl Sender {
         if s.kind().is_rebuild() {
             s.advance(SessionPhase::Handshake);
             s.set_range(Lsn(0), committed);
+            self.hit(Tr::HandshakeRebuild);
             return Ok(record);
         }
         match outcome {
             RecoveryOutcome::ZeroGap => {
                 s.advance(SessionPhase::Handshake);
                 s.set_range(flushed, flushed);
+                self.hit(Tr::HandshakeZeroGap);
             }
             RecoveryOutcome::CatchUp if flushed > committed => {
                 s.advance(SessionPhase::Handshake);
                 s.set_range(committed, committed);
                 s.require_truncation(committed);
+                self.hit(Tr::HandshakeAhead);
             }
             RecoveryOutcome::CatchUp => {
                 s.advance(SessionPhase::Handshake);
                 s.set_range(flushed, committed);
+                self.hit(Tr::HandshakeCatchUp);
             }
             RecoveryOutcome::NeedsRebuild => {
                 s.invalidate(InvalidationReason::GapExceedsRetention);
-                self.state = ReplicaState::NeedsRebuild;
+                self.hit_invalidation(&InvalidationReason::GapExceedsRetention);
+                self.set_state(ReplicaState::NeedsRebuild);
             }
         }
         Ok(record)
@@ -118,10 +126,11 @@ impl Sender {
         let s = self.authorized(session)?;
         require_catch_up_kind(CALL, s.kind())?;
         if s.phase() != SessionPhase::Handshake {
-            return Err(ReplicationError::WrongPhase {
+            let e = ReplicationError::WrongPhase {
                 call: CALL,
                 phase: s.phase(),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         s.advance(SessionPhase::CatchUp);
         let target = s.target();
@@ -130,7 +139,8 @@ impl Sender {
         usage.started_at = now;
         usage.last_progress_at = now;
         usage.entries_replayed = 0;
-        self.state = ReplicaState::CatchingUp;
+        self.hit(Tr::HandshakeToCatchUp);
+        self.set_state(ReplicaState::CatchingUp);
         Ok(())
     }
 
@@ -154,17 +164,19 @@ impl Sender {
         let s = self.authorized(session)?;
         require_catch_up_kind(CALL, s.kind())?;
         if s.phase() != SessionPhase::CatchUp {
-            return Err(ReplicationError::WrongPhase {
+            let e = ReplicationError::WrongPhase {
                 call: CALL,
                 phase: s.phase(),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         let current = s.recovered_to();
         if to <= current {
-            return Err(ReplicationError::ProgressRegression {
+            let e = ReplicationError::ProgressRegression {
                 current,
                 requested: to,
-            });
+            };
+            return Err(self.refuse(Tr::RejectedRegression, e));
         }
         let frozen = s.frozen_target().unwrap_or(s.target());
         if to > frozen {
@@ -177,6 +189,7 @@ impl Sender {
         let usage = s.usage_mut();
         usage.entries_replayed = usage.entries_replayed.saturating_add(to.0 - current.0);
         usage.last_progress_at = usage.last_progress_at.max(now);
+        self.hit(Tr::CatchUpProgress);
         Ok(())
     }
 
@@ -204,6 +217,7 @@ impl Sender {
             });
         }
         s.record_truncation();
+        self.hit(Tr::TruncationRecorded);
         Ok(())
     }
 
@@ -222,10 +236,14 @@ impl Sender {
         let skip_truncation = self.flaw == Some(ReplicationFlaw::CompleteWithoutTruncation);
         let s = self.authorized(session)?;
         require_catch_up_kind(CALL, s.kind())?;
-        let target = match s.phase() {
+        let from = s.phase();
+        let target = match from {
             SessionPhase::Handshake => s.target(),
             SessionPhase::CatchUp => s.frozen_target().unwrap_or(s.target()),
-            phase => return Err(ReplicationError::WrongPhase { call: CALL, phase }),
+            phase => {
+                let e = ReplicationError::WrongPhase { call: CALL, phase };
+                return Err(self.refuse(Tr::RejectedWrongPhase, e));
+            }
         };
         if s.recovered_to() < target {
             return Err(ReplicationError::NotConverged {
@@ -237,11 +255,17 @@ impl Sender {
             && !t.recorded
             && !skip_truncation
         {
-            return Err(ReplicationError::TruncationNotRecorded { to: t.to });
+            let e = ReplicationError::TruncationNotRecorded { to: t.to };
+            return Err(self.refuse(Tr::CompletionRefusedTruncation, e));
         }
         debug_assert!(s.is_converged());
         s.advance(SessionPhase::Completed);
-        self.state = ReplicaState::InSync;
+        self.hit(if from == SessionPhase::Handshake {
+            Tr::HandshakeCompleted
+        } else {
+            Tr::CatchUpCompleted
+        });
+        self.set_state(ReplicaState::InSync);
         Ok(target)
     }
 
@@ -270,8 +294,15 @@ impl Sender {
         let Some(violation) = budget.check_with(&s.budget_usage(), now, arithmetic) else {
             return Ok(None);
         };
-        s.invalidate(InvalidationReason::Budget(violation));
-        self.state = ReplicaState::NeedsRebuild;
+        let reason = InvalidationReason::Budget(violation);
+        s.invalidate(reason.clone());
+        self.hit_invalidation(&reason);
+        self.hit(match violation {
+            BudgetViolation::DurationExceeded => Tr::BudgetDuration,
+            BudgetViolation::EntriesExceeded => Tr::BudgetEntries,
+            BudgetViolation::ProgressStalled => Tr::BudgetStalled,
+        });
+        self.set_state(ReplicaState::NeedsRebuild);
         Ok(Some(violation))
     }
 
@@ -316,7 +347,8 @@ impl Sender {
         let reason = InvalidationReason::Requested(reason.into());
         s.invalidate(reason.clone());
         let id = s.id();
-        self.state = state;
+        self.hit_invalidation(&reason);
+        self.set_state(state);
         Ok(Invalidation {
             session: id,
             reason,

@@ -65,13 +65,126 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::Coverage;
+
 pub use self::budget::{Budget, BudgetUsage, BudgetViolation};
 pub use self::history::{
     ProofReason, RecoverabilityProof, RecoveryOutcome, RetainedHistory, classify_handshake,
 };
 pub use self::rebuild::{Rebuild, RebuildPhase, RebuildSource};
-pub use self::registry::{ReconcileReport, Registry, ReplicaAssignment};
+pub use self::registry::{REGISTRY_TRANSITIONS, ReconcileReport, Registry, ReplicaAssignment};
 pub use self::session::{Session, SessionKind, SessionPhase, Truncation};
+
+/// The transitions of a sender, its sessions and their rebuilds, as recorded
+/// in [`Sender::coverage`]: session kinds attached, session phases and how
+/// each handshake classified, every invalidation reason, the authority
+/// check's rejections, catch-up and rebuild steps, budget violations, and the
+/// replica states the sender enters.
+pub const TRANSITIONS: &[&str] = &[
+    "attach: bootstrap session",
+    "attach: catch_up session",
+    "attach: rebuild session",
+    "attach: reassign session",
+    "attach: refused, a session is active",
+    "session: Init -> Connecting",
+    "session: Connecting -> Handshake (zero gap)",
+    "session: Connecting -> Handshake (catch-up)",
+    "session: Connecting -> Handshake (replica ahead, truncation required)",
+    "session: Connecting -> Invalidated (gap exceeds retention)",
+    "session: Connecting -> Handshake (rebuild)",
+    "session: Handshake -> CatchUp",
+    "session: Handshake -> Completed",
+    "session: CatchUp -> Completed",
+    "session: Handshake -> Completed (rebuild)",
+    "session: -> Invalidated (epoch advanced)",
+    "session: -> Invalidated (endpoint changed)",
+    "session: -> Invalidated (sender stopped)",
+    "session: -> Invalidated (superseded)",
+    "session: -> Invalidated (budget)",
+    "session: -> Invalidated (driver)",
+    "authority: rejected, sender stopped",
+    "authority: rejected, no session",
+    "authority: rejected, session mismatch",
+    "authority: rejected, session not active",
+    "call: rejected, wrong phase",
+    "progress: rejected, not past the current point",
+    "catch-up: progress",
+    "catch-up: truncation recorded",
+    "catch-up: completion refused, truncation not recorded",
+    "budget: duration exceeded",
+    "budget: entries exceeded",
+    "budget: progress stalled",
+    "rebuild: source snapshot+tail",
+    "rebuild: source full base",
+    "rebuild: Transfer progress",
+    "rebuild: Transfer -> TailReplay",
+    "rebuild: TailReplay progress",
+    "rebuild: TailReplay -> Completed",
+    "rebuild: Transfer -> Completed (full base)",
+    "replica: -> Connecting",
+    "replica: -> CatchingUp",
+    "replica: -> InSync",
+    "replica: -> Disconnected",
+    "replica: -> Degraded",
+    "replica: -> NeedsRebuild",
+    "epoch: advanced",
+    "endpoint: changed",
+    "sender: stopped",
+];
+
+/// Indices into [`TRANSITIONS`].
+#[derive(Clone, Copy)]
+pub(crate) enum Tr {
+    AttachBootstrap,
+    AttachCatchUp,
+    AttachRebuild,
+    AttachReassign,
+    AttachRefusedActive,
+    InitConnecting,
+    HandshakeZeroGap,
+    HandshakeCatchUp,
+    HandshakeAhead,
+    HandshakeNeedsRebuild,
+    HandshakeRebuild,
+    HandshakeToCatchUp,
+    HandshakeCompleted,
+    CatchUpCompleted,
+    RebuildSessionCompleted,
+    InvalidatedEpoch,
+    InvalidatedEndpoint,
+    InvalidatedStopped,
+    InvalidatedSuperseded,
+    InvalidatedBudget,
+    InvalidatedDriver,
+    RejectedStopped,
+    RejectedNoSession,
+    RejectedMismatch,
+    RejectedNotActive,
+    RejectedWrongPhase,
+    RejectedRegression,
+    CatchUpProgress,
+    TruncationRecorded,
+    CompletionRefusedTruncation,
+    BudgetDuration,
+    BudgetEntries,
+    BudgetStalled,
+    SourceSnapshotTail,
+    SourceFullBase,
+    TransferProgress,
+    TransferToTailReplay,
+    TailProgress,
+    TailReplayCompleted,
+    TransferCompleted,
+    StateConnecting,
+    StateCatchingUp,
+    StateInSync,
+    StateDisconnected,
+    StateDegraded,
+    StateNeedsRebuild,
+    EpochAdvanced,
+    EndpointChanged,
+    Stopped,
+}
 
 /// A replica, by its stable identity (not its address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -471,6 +584,8 @@ pub struct Sender {
     /// The id the next session gets.
     next_session: u64,
     stopped: bool,
+    /// Transitions taken (not state: ignored by equality and hashing).
+    cov: Coverage,
 }
 
 impl Sender {
@@ -495,6 +610,7 @@ impl Sender {
             session: None,
             next_session: 1,
             stopped: false,
+            cov: Coverage::new(),
         }
     }
 
@@ -508,6 +624,11 @@ impl Sender {
     }
 
     // ----- reads ---------------------------------------------------------
+
+    /// The transitions taken so far (indices into [`TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
 
     /// The flaw this sender was built with, if any.
     pub fn flaw(&self) -> Option<ReplicationFlaw> {
@@ -586,9 +707,9 @@ impl Sender {
             });
         }
         if let Some(active) = self.active_session() {
-            return Err(ReplicationError::SessionActive {
-                session: active.id(),
-            });
+            let session = active.id();
+            self.hit(Tr::AttachRefusedActive);
+            return Err(ReplicationError::SessionActive { session });
         }
         check_budget_kind("attach_session", kind, budget)?;
         Ok(self.install(kind, budget))
@@ -640,6 +761,7 @@ impl Sender {
         }
         let from = self.epoch;
         self.epoch = epoch;
+        self.hit(Tr::EpochAdvanced);
         if self.flaw == Some(ReplicationFlaw::EpochBumpKeepsSession) {
             return Ok(None);
         }
@@ -649,7 +771,7 @@ impl Sender {
         }
         let invalidation =
             self.invalidate_active(InvalidationReason::EpochAdvanced { from, to: epoch });
-        self.state = ReplicaState::Disconnected;
+        self.set_state(ReplicaState::Disconnected);
         debug_assert!(!self.has_active_session());
         Ok(invalidation)
     }
@@ -671,9 +793,10 @@ impl Sender {
             return Ok(None);
         }
         self.endpoint = endpoint;
+        self.hit(Tr::EndpointChanged);
         let invalidation = self.invalidate_active(InvalidationReason::EndpointChanged);
         if invalidation.is_some() {
-            self.state = ReplicaState::Disconnected;
+            self.set_state(ReplicaState::Disconnected);
         }
         Ok(invalidation)
     }
@@ -687,7 +810,8 @@ impl Sender {
             return None;
         }
         self.stopped = true;
-        self.state = ReplicaState::Disconnected;
+        self.hit(Tr::Stopped);
+        self.set_state(ReplicaState::Disconnected);
         self.invalidate_active(InvalidationReason::SenderStopped)
     }
 
@@ -701,7 +825,50 @@ impl Sender {
         // id can never come back.
         self.next_session = self.next_session.saturating_add(1);
         self.session = Some(Session::new(id, self.epoch, kind, budget));
+        self.hit(match kind {
+            SessionKind::Bootstrap => Tr::AttachBootstrap,
+            SessionKind::CatchUp => Tr::AttachCatchUp,
+            SessionKind::Rebuild => Tr::AttachRebuild,
+            SessionKind::Reassign => Tr::AttachReassign,
+        });
         id
+    }
+
+    /// Records transition `t`.
+    pub(crate) fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
+    }
+
+    /// Records the refusal `t` and returns the error `e`.
+    pub(crate) fn refuse(&mut self, t: Tr, e: ReplicationError) -> ReplicationError {
+        self.hit(t);
+        e
+    }
+
+    /// Moves the replica to `state`, recording the state entered.
+    pub(crate) fn set_state(&mut self, state: ReplicaState) {
+        self.hit(match state {
+            ReplicaState::Disconnected => Tr::StateDisconnected,
+            ReplicaState::Connecting => Tr::StateConnecting,
+            ReplicaState::CatchingUp => Tr::StateCatchingUp,
+            ReplicaState::InSync => Tr::StateInSync,
+            ReplicaState::Degraded => Tr::StateDegraded,
+            ReplicaState::NeedsRebuild => Tr::StateNeedsRebuild,
+        });
+        self.state = state;
+    }
+
+    /// Records the invalidation of a session for `reason`.
+    pub(crate) fn hit_invalidation(&mut self, reason: &InvalidationReason) {
+        self.hit(match reason {
+            InvalidationReason::EpochAdvanced { .. } => Tr::InvalidatedEpoch,
+            InvalidationReason::EndpointChanged => Tr::InvalidatedEndpoint,
+            InvalidationReason::SenderStopped => Tr::InvalidatedStopped,
+            InvalidationReason::GapExceedsRetention => Tr::HandshakeNeedsRebuild,
+            InvalidationReason::Budget(_) => Tr::InvalidatedBudget,
+            InvalidationReason::Superseded => Tr::InvalidatedSuperseded,
+            InvalidationReason::Requested(_) => Tr::InvalidatedDriver,
+        });
     }
 
     /// Invalidates the active session, if any. The replica state is the
@@ -709,8 +876,10 @@ impl Sender {
     fn invalidate_active(&mut self, reason: InvalidationReason) -> Option<Invalidation> {
         let session = self.session.as_mut().filter(|s| s.is_active())?;
         session.invalidate(reason.clone());
+        let id = session.id();
+        self.hit_invalidation(&reason);
         Some(Invalidation {
-            session: session.id(),
+            session: id,
             reason,
         })
     }
@@ -718,24 +887,31 @@ impl Sender {
     /// The authority check every execution call makes first: not stopped, a
     /// session, the same id, still active. Returns that session.
     fn authorized(&mut self, id: SessionId) -> Result<&mut Session, ReplicationError> {
-        if self.stopped {
-            return Err(ReplicationError::Stopped);
-        }
         let ignore_id = self.flaw == Some(ReplicationFlaw::IgnoreSessionId);
-        let session = self.session.as_mut().ok_or(ReplicationError::NoSession)?;
-        if session.id() != id && !ignore_id {
-            return Err(ReplicationError::SessionMismatch {
-                current: session.id(),
-                requested: id,
-            });
+        let refusal = match &self.session {
+            _ if self.stopped => Some((Tr::RejectedStopped, ReplicationError::Stopped)),
+            None => Some((Tr::RejectedNoSession, ReplicationError::NoSession)),
+            Some(s) if s.id() != id && !ignore_id => Some((
+                Tr::RejectedMismatch,
+                ReplicationError::SessionMismatch {
+                    current: s.id(),
+                    requested: id,
+                },
+            )),
+            Some(s) if !s.is_active() => Some((
+                Tr::RejectedNotActive,
+                ReplicationError::NotActive {
+                    session: s.id(),
+                    phase: s.phase(),
+                },
+            )),
+            Some(_) => None,
+        };
+        if let Some((t, e)) = refusal {
+            self.hit(t);
+            return Err(e);
         }
-        if !session.is_active() {
-            return Err(ReplicationError::NotActive {
-                session: session.id(),
-                phase: session.phase(),
-            });
-        }
-        Ok(session)
+        Ok(self.session.as_mut().expect("checked above"))
     }
 }
 

@@ -21,8 +21,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Lsn, ReplicaState, ReplicationError, RetainedHistory, Sender, SessionId, SessionKind,
-    SessionPhase,
+    Lsn, ReplicaState, ReplicationError, RetainedHistory, Sender, Session, SessionId, SessionKind,
+    SessionPhase, Tr,
 };
 
 /// Where a rebuild gets its data.
@@ -157,21 +157,27 @@ impl Sender {
         let s = self.authorized(session)?;
         require_rebuild_kind(CALL, s.kind())?;
         if s.phase() != SessionPhase::Handshake {
-            return Err(ReplicationError::WrongPhase {
+            let e = ReplicationError::WrongPhase {
                 call: CALL,
                 phase: s.phase(),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         if let Some(r) = s.rebuild() {
-            return Err(ReplicationError::WrongRebuildPhase {
+            let e = ReplicationError::WrongRebuildPhase {
                 call: CALL,
                 phase: Some(r.phase()),
-            });
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
         let source = history.rebuild_source();
         s.freeze_target(history.committed);
         s.start_rebuild(Rebuild::new(source, history.committed));
-        self.state = ReplicaState::CatchingUp;
+        self.hit(match source {
+            RebuildSource::SnapshotTail { .. } => Tr::SourceSnapshotTail,
+            RebuildSource::FullBase => Tr::SourceFullBase,
+        });
+        self.set_state(ReplicaState::CatchingUp);
         Ok(source)
     }
 
@@ -190,10 +196,11 @@ impl Sender {
     ) -> Result<(), ReplicationError> {
         let r = self.rebuild_in("record_transfer_progress", session, RebuildPhase::Transfer)?;
         if to <= r.transferred_to {
-            return Err(ReplicationError::ProgressRegression {
+            let e = ReplicationError::ProgressRegression {
                 current: r.transferred_to,
                 requested: to,
-            });
+            };
+            return Err(self.refuse(Tr::RejectedRegression, e));
         }
         if to > r.transfer_limit() {
             return Err(ReplicationError::BeyondFrozenTarget {
@@ -202,6 +209,7 @@ impl Sender {
             });
         }
         r.transferred_to = to;
+        self.hit(Tr::TransferProgress);
         Ok(())
     }
 
@@ -226,6 +234,7 @@ impl Sender {
         }
         r.phase = RebuildPhase::TailReplay;
         r.tail_replayed_to = snapshot;
+        self.hit(Tr::TransferToTailReplay);
         Ok(())
     }
 
@@ -243,10 +252,11 @@ impl Sender {
     ) -> Result<(), ReplicationError> {
         let r = self.rebuild_in("record_tail_progress", session, RebuildPhase::TailReplay)?;
         if to <= r.tail_replayed_to {
-            return Err(ReplicationError::ProgressRegression {
+            let e = ReplicationError::ProgressRegression {
                 current: r.tail_replayed_to,
                 requested: to,
-            });
+            };
+            return Err(self.refuse(Tr::RejectedRegression, e));
         }
         if to > r.target {
             return Err(ReplicationError::BeyondFrozenTarget {
@@ -255,6 +265,7 @@ impl Sender {
             });
         }
         r.tail_replayed_to = to;
+        self.hit(Tr::TailProgress);
         Ok(())
     }
 
@@ -277,11 +288,18 @@ impl Sender {
             });
         };
         r.ready()?;
+        let from = r.phase;
         r.phase = RebuildPhase::Completed;
         let target = r.target;
         s.set_recovered_to(target);
         s.advance(SessionPhase::Completed);
-        self.state = ReplicaState::InSync;
+        self.hit(if from == RebuildPhase::TailReplay {
+            Tr::TailReplayCompleted
+        } else {
+            Tr::TransferCompleted
+        });
+        self.hit(Tr::RebuildSessionCompleted);
+        self.set_state(ReplicaState::InSync);
         Ok(target)
     }
 
@@ -294,13 +312,19 @@ impl Sender {
     ) -> Result<&mut Rebuild, ReplicationError> {
         let s = self.authorized(session)?;
         require_rebuild_kind(call, s.kind())?;
-        match s.rebuild_mut() {
-            Some(r) if r.phase == phase => Ok(r),
-            other => Err(ReplicationError::WrongRebuildPhase {
+        let current = s.rebuild().map(|r| r.phase);
+        if current != Some(phase) {
+            let e = ReplicationError::WrongRebuildPhase {
                 call,
-                phase: other.map(|r| r.phase),
-            }),
+                phase: current,
+            };
+            return Err(self.refuse(Tr::RejectedWrongPhase, e));
         }
+        Ok(self
+            .session
+            .as_mut()
+            .and_then(Session::rebuild_mut)
+            .expect("checked above"))
     }
 }
 

@@ -12,7 +12,9 @@
 //!   sender at the assignment's epoch.
 //! - Session ids: every sender the registry creates starts above every id any
 //!   of its senders (live or removed) issued before, so a replica removed and
-//!   added back never accepts an id from its previous sender.
+//!   added back never accepts an id from its previous sender. A driver that
+//!   re-creates the registry itself (a primary restarting from durable state)
+//!   carries the floor over with [`Registry::with_session_floor`].
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,32 @@ use serde::{Deserialize, Serialize};
 use super::{
     Endpoint, Epoch, Invalidation, ReplicaId, ReplicationError, ReplicationFlaw, Sender, SessionId,
 };
+use crate::coverage::Coverage;
+
+/// The transitions of a registry, as recorded in [`Registry::coverage`].
+pub const REGISTRY_TRANSITIONS: &[&str] = &[
+    "reconcile: sender added",
+    "reconcile: sender removed",
+    "reconcile: stopped sender replaced",
+    "reconcile: endpoint change applied",
+    "reconcile: epoch change applied",
+    "reconcile: rejected",
+    "advance_epoch: live senders advanced",
+];
+
+/// Indices into [`REGISTRY_TRANSITIONS`].
+#[derive(Clone, Copy)]
+enum Tr {
+    Added,
+    Removed,
+    Replaced,
+    EndpointApplied,
+    EpochApplied,
+    Rejected,
+    EpochAdvanced,
+}
+
+const _: () = assert!(REGISTRY_TRANSITIONS.len() == Tr::EpochAdvanced as usize + 1);
 
 /// One replica of an assignment: its identity and where to reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +79,10 @@ pub struct Registry {
     senders: BTreeMap<ReplicaId, Sender>,
     /// Every session id any sender of this registry issued is below this.
     session_floor: u64,
+    /// The registry's own transitions (not state).
+    cov: Coverage,
+    /// Transitions of senders it removed (not state).
+    removed_coverage: Coverage,
 }
 
 impl Registry {
@@ -67,9 +99,45 @@ impl Registry {
         }
     }
 
+    /// Makes every sender created from now on start at or above `next`: for
+    /// a driver that re-creates the registry (after a crash) and must not
+    /// reissue an id a stale message may still carry. Never lowers the floor.
+    #[must_use]
+    pub fn with_session_floor(mut self, next: SessionId) -> Self {
+        self.session_floor = self.session_floor.max(next.0);
+        self
+    }
+
+    /// Every session id any sender of this registry issued so far is below
+    /// this one (what to persist for [`Registry::with_session_floor`]).
+    pub fn session_floor(&self) -> SessionId {
+        let live = self.senders.values().map(|s| s.next_session_id().0);
+        SessionId(live.fold(self.session_floor.max(1), u64::max))
+    }
+
     /// The flaw the registry's senders are built with, if any.
     pub fn flaw(&self) -> Option<ReplicationFlaw> {
         self.flaw
+    }
+
+    /// The registry's own transitions (indices into
+    /// [`REGISTRY_TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    /// The transitions of every sender it holds or removed (indices into
+    /// [`TRANSITIONS`](super::TRANSITIONS)).
+    pub fn sender_coverage(&self) -> Coverage {
+        let mut cov = self.removed_coverage;
+        for s in self.senders.values() {
+            cov.merge(s.coverage());
+        }
+        cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
     }
 
     /// The sender of `replica`.
@@ -117,6 +185,7 @@ impl Registry {
         let mut wanted = BTreeMap::new();
         for a in replicas {
             if wanted.insert(a.replica, &a.endpoint).is_some() {
+                self.hit(Tr::Rejected);
                 return Err(ReplicationError::DuplicateReplica(a.replica));
             }
         }
@@ -125,10 +194,12 @@ impl Registry {
                 && !s.is_stopped()
                 && epoch < s.epoch()
             {
-                return Err(ReplicationError::EpochRegression {
+                let e = ReplicationError::EpochRegression {
                     current: s.epoch(),
                     requested: epoch,
-                });
+                };
+                self.hit(Tr::Rejected);
+                return Err(e);
             }
         }
 
@@ -147,12 +218,20 @@ impl Registry {
                 report.invalidated.push((id, inv));
             }
             self.session_floor = self.session_floor.max(sender.next_session_id().0);
+            self.removed_coverage.merge(sender.coverage());
             report.removed.push(id);
+            self.cov.hit(Tr::Removed as usize);
         }
 
         for (id, endpoint) in wanted {
             match self.senders.get_mut(&id) {
                 Some(sender) if !sender.is_stopped() => {
+                    if sender.endpoint() != endpoint {
+                        self.cov.hit(Tr::EndpointApplied as usize);
+                    }
+                    if sender.epoch() != epoch {
+                        self.cov.hit(Tr::EpochApplied as usize);
+                    }
                     let changes = [
                         sender.update_endpoint(endpoint.clone()),
                         sender.advance_epoch(epoch),
@@ -165,11 +244,15 @@ impl Registry {
                         }
                     }
                 }
-                _ => {
+                existing => {
+                    let replaced = existing.is_some();
                     let floor = self.floor();
                     let sender = Sender::with_flaw(id, endpoint.clone(), epoch, self.flaw)
                         .with_session_floor(SessionId(floor));
-                    self.senders.insert(id, sender);
+                    if let Some(old) = self.senders.insert(id, sender) {
+                        self.removed_coverage.merge(old.coverage());
+                    }
+                    self.hit(if replaced { Tr::Replaced } else { Tr::Added });
                     report.added.push(id);
                 }
             }
@@ -198,6 +281,7 @@ impl Registry {
                 requested: epoch,
             });
         }
+        self.hit(Tr::EpochAdvanced);
         let mut invalidated = Vec::new();
         for (id, sender) in self.senders.iter_mut().filter(|(_, s)| !s.is_stopped()) {
             let change = sender.advance_epoch(epoch);

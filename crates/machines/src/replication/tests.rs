@@ -1766,6 +1766,174 @@ fn ok_deadline(limits: Option<Budget>) -> Option<Time> {
     })
 }
 
+// ----- coverage ------------------------------------------------------------------
+
+fn covered(cov: crate::coverage::Coverage, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| cov.has(*i))
+        .map(|(_, n)| (*n).to_owned())
+        .collect()
+}
+
+#[test]
+fn transitions_are_named_once_each() {
+    assert_eq!(TRANSITIONS.len(), Tr::Stopped as usize + 1);
+    assert!(TRANSITIONS.len() <= 128);
+    let unique: std::collections::BTreeSet<_> = TRANSITIONS.iter().collect();
+    assert_eq!(unique.len(), TRANSITIONS.len());
+    let unique: std::collections::BTreeSet<_> = REGISTRY_TRANSITIONS.iter().collect();
+    assert_eq!(unique.len(), REGISTRY_TRANSITIONS.len());
+}
+
+#[test]
+fn a_catch_up_with_truncation_records_its_transitions() {
+    let mut s = sender();
+    let h = history(0, 10, 10);
+    let (id, _) = handshaken(&mut s, SessionKind::CatchUp, None, 12, &h);
+    assert!(s.complete_session(id).is_err());
+    s.record_truncation(id, Lsn(10)).unwrap();
+    s.complete_session(id).unwrap();
+    let _ = s.begin_connect(id);
+    let got = covered(s.coverage(), TRANSITIONS);
+    for t in [
+        "attach: catch_up session",
+        "session: Init -> Connecting",
+        "session: Connecting -> Handshake (replica ahead, truncation required)",
+        "catch-up: completion refused, truncation not recorded",
+        "catch-up: truncation recorded",
+        "session: Handshake -> Completed",
+        "authority: rejected, session not active",
+        "replica: -> Connecting",
+        "replica: -> InSync",
+    ] {
+        assert!(got.iter().any(|g| g == t), "{t} not in {got:?}");
+    }
+    assert!(!got.iter().any(|g| g == "session: CatchUp -> Completed"));
+}
+
+#[test]
+fn a_snapshot_tail_rebuild_records_its_transitions() {
+    let mut s = sender();
+    let h = checkpointed(2, 10, 10, 6, true);
+    let (id, _) = handshaken(&mut s, SessionKind::Rebuild, None, 0, &h);
+    s.select_rebuild_source(id, &h).unwrap();
+    s.record_transfer_progress(id, Lsn(6)).unwrap();
+    s.begin_tail_replay(id).unwrap();
+    s.record_tail_progress(id, Lsn(10)).unwrap();
+    s.complete_rebuild(id).unwrap();
+    let got = covered(s.coverage(), TRANSITIONS);
+    for t in [
+        "attach: rebuild session",
+        "session: Connecting -> Handshake (rebuild)",
+        "rebuild: source snapshot+tail",
+        "rebuild: Transfer progress",
+        "rebuild: Transfer -> TailReplay",
+        "rebuild: TailReplay progress",
+        "rebuild: TailReplay -> Completed",
+        "session: Handshake -> Completed (rebuild)",
+        "replica: -> CatchingUp",
+    ] {
+        assert!(got.iter().any(|g| g == t), "{t} not in {got:?}");
+    }
+}
+
+#[test]
+fn invalidations_are_recorded_by_reason() {
+    let mut s = sender();
+    let a = s
+        .attach_session(Epoch(1), SessionKind::Bootstrap, None)
+        .unwrap();
+    s.advance_epoch(Epoch(2)).unwrap();
+    let b = s
+        .attach_session(Epoch(2), SessionKind::Reassign, None)
+        .unwrap();
+    assert!(s.record_truncation(a, Lsn(1)).is_err());
+    s.update_endpoint(ep(2)).unwrap();
+    s.supersede_session(SessionKind::CatchUp, None).unwrap();
+    s.supersede_session(SessionKind::CatchUp, None).unwrap();
+    let _ = b;
+    s.stop();
+    let got = covered(s.coverage(), TRANSITIONS);
+    for t in [
+        "session: -> Invalidated (epoch advanced)",
+        "session: -> Invalidated (endpoint changed)",
+        "session: -> Invalidated (superseded)",
+        "session: -> Invalidated (sender stopped)",
+        "authority: rejected, session mismatch",
+        "epoch: advanced",
+        "endpoint: changed",
+        "sender: stopped",
+        "replica: -> Disconnected",
+    ] {
+        assert!(got.iter().any(|g| g == t), "{t} not in {got:?}");
+    }
+}
+
+#[test]
+fn coverage_is_not_state() {
+    let mut a = sender();
+    let b = a.clone();
+    let _ = a.begin_connect(SessionId(9));
+    assert_eq!(a, b, "a rejected call is recorded but changes nothing");
+}
+
+#[test]
+fn registry_keeps_the_coverage_of_removed_senders_and_records_its_own() {
+    let mut reg = Registry::new();
+    reg.reconcile(&assign(&[(1, 1), (2, 1)]), Epoch(1)).unwrap();
+    reg.sender_mut(ReplicaId(2))
+        .unwrap()
+        .attach_session(Epoch(1), SessionKind::Rebuild, None)
+        .unwrap();
+    reg.reconcile(&assign(&[(1, 2)]), Epoch(2)).unwrap();
+    reg.advance_epoch(Epoch(3)).unwrap();
+    let senders = covered(reg.sender_coverage(), TRANSITIONS);
+    assert!(senders.iter().any(|t| t == "attach: rebuild session"));
+    let own = covered(reg.coverage(), REGISTRY_TRANSITIONS);
+    for t in [
+        "reconcile: sender added",
+        "reconcile: sender removed",
+        "reconcile: endpoint change applied",
+        "reconcile: epoch change applied",
+        "advance_epoch: live senders advanced",
+    ] {
+        assert!(own.iter().any(|g| g == t), "{t} not in {own:?}");
+    }
+}
+
+#[test]
+fn a_recreated_registry_never_reissues_an_old_session_id() {
+    let mut reg = Registry::new();
+    reg.reconcile(&assign(&[(1, 1)]), Epoch(1)).unwrap();
+    let s = reg.sender_mut(ReplicaId(1)).unwrap();
+    let old = s
+        .attach_session(Epoch(1), SessionKind::CatchUp, None)
+        .unwrap();
+    let floor = reg.session_floor();
+    assert!(floor > old);
+    let mut again = Registry::new().with_session_floor(floor);
+    again.reconcile(&assign(&[(1, 1)]), Epoch(2)).unwrap();
+    let s = again.sender_mut(ReplicaId(1)).unwrap();
+    let fresh = s
+        .attach_session(Epoch(2), SessionKind::Reassign, None)
+        .unwrap();
+    assert!(fresh > old, "{fresh} <= {old}");
+    assert!(matches!(
+        s.begin_connect(old),
+        Err(ReplicationError::SessionMismatch { .. })
+    ));
+    assert_eq!(
+        Registry::new()
+            .with_session_floor(SessionId(5))
+            .with_session_floor(SessionId(2))
+            .session_floor(),
+        SessionId(5),
+        "never lowered"
+    );
+}
+
 // ----- properties ------------------------------------------------------------------
 
 mod model {

@@ -49,7 +49,46 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::Coverage;
 use crate::time::Time;
+
+/// The transitions of the tick broadcaster, as recorded in
+/// [`TickBroadcaster::coverage`].
+pub const TRANSITIONS: &[&str] = &[
+    "submit -> queued",
+    "submit: refused, queue full",
+    "register: added",
+    "register: already registered",
+    "register: refused, session full",
+    "unregister: removed",
+    "unregister: was not registered",
+    "count: answered at its barrier",
+    "set value",
+    "idle -> ticking (first client)",
+    "ticking -> idle (last client gone)",
+    "tick: every client sent the value",
+    "tick: late, missed grid points skipped",
+    "timeout: early, idle or spurious, nothing",
+];
+
+/// Indices into [`TRANSITIONS`].
+#[derive(Clone, Copy)]
+enum Tr {
+    Queued,
+    QueueFull,
+    RegisterAdded,
+    RegisterAlready,
+    RegisterSessionFull,
+    UnregisterRemoved,
+    UnregisterAbsent,
+    Count,
+    SetValue,
+    Wake,
+    Idle,
+    Tick,
+    TickLate,
+    TimeoutNothing,
+}
 
 /// The default tick period: 50 ms.
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -249,6 +288,7 @@ pub struct TickBroadcaster {
     /// Flaw `LazyUnregister`: unregistered clients still sent the next tick.
     lingering: BTreeSet<(SessionId, ClientId)>,
     outputs: VecDeque<Output>,
+    cov: Coverage,
 }
 
 impl TickBroadcaster {
@@ -264,6 +304,7 @@ impl TickBroadcaster {
             values: BTreeMap::new(),
             lingering: BTreeSet::new(),
             outputs: VecDeque::new(),
+            cov: Coverage::new(),
         }
     }
 
@@ -273,6 +314,15 @@ impl TickBroadcaster {
     }
 
     // ----- queries -------------------------------------------------------
+
+    /// The transitions taken so far (indices into [`TRANSITIONS`]).
+    pub fn coverage(&self) -> Coverage {
+        self.cov
+    }
+
+    fn hit(&mut self, t: Tr) {
+        self.cov.hit(t as usize);
+    }
 
     /// The configuration.
     pub fn config(&self) -> &TickConfig {
@@ -345,6 +395,7 @@ impl TickBroadcaster {
     pub fn submit(&mut self, command: Command) -> Result<CommandId, TickError> {
         let capacity = self.cfg.queue_capacity.max(1);
         if self.queue.len() >= capacity {
+            self.hit(Tr::QueueFull);
             return Err(TickError::QueueFull { capacity });
         }
         let id = CommandId(self.next_command);
@@ -357,6 +408,7 @@ impl TickBroadcaster {
             });
             return Ok(id);
         }
+        self.hit(Tr::Queued);
         self.queue.push_back((id, command));
         debug_assert!(self.queue.len() <= capacity);
         Ok(id)
@@ -384,7 +436,10 @@ impl TickBroadcaster {
         });
         if idle && self.has_audience() {
             // Resume ticking on the grid, strictly after now.
+            self.hit(Tr::Wake);
             self.next_tick = self.next_tick.max(self.latest_due(now) + 1);
+        } else if !idle && !self.has_audience() {
+            self.hit(Tr::Idle);
         }
         true
     }
@@ -398,10 +453,16 @@ impl TickBroadcaster {
                     if clients.is_empty() {
                         self.sessions.remove(&session);
                     }
+                    self.hit(Tr::RegisterSessionFull);
                     return Err(TickError::SessionFull { session, limit });
                 }
-                clients.insert(client);
+                let added = clients.insert(client);
                 self.lingering.remove(&(session, client));
+                self.hit(if added {
+                    Tr::RegisterAdded
+                } else {
+                    Tr::RegisterAlready
+                });
                 Ok(Answer::Registered)
             }
             Command::Unregister { session, client } => {
@@ -415,10 +476,19 @@ impl TickBroadcaster {
                 if was_registered && self.cfg.flaw == Some(TickFlaw::LazyUnregister) {
                     self.lingering.insert((session, client));
                 }
+                self.hit(if was_registered {
+                    Tr::UnregisterRemoved
+                } else {
+                    Tr::UnregisterAbsent
+                });
                 Ok(Answer::Unregistered { was_registered })
             }
-            Command::Count { session } => Ok(Answer::Count(self.client_count(session))),
+            Command::Count { session } => {
+                self.hit(Tr::Count);
+                Ok(Answer::Count(self.client_count(session)))
+            }
             Command::SetValue { session, value } => {
+                self.hit(Tr::SetValue);
                 self.values.insert(session, value);
                 Ok(Answer::ValueSet)
             }
@@ -432,10 +502,16 @@ impl TickBroadcaster {
     /// clients ascending). Spurious, early or idle calls do nothing.
     pub fn handle_timeout(&mut self, now: Time) {
         if !self.has_audience() || now < self.tick_time(self.next_tick) {
+            self.hit(Tr::TimeoutNothing);
             return;
         }
         let tick = self.latest_due(now);
         debug_assert!(tick >= self.next_tick);
+        self.hit(if tick > self.next_tick {
+            Tr::TickLate
+        } else {
+            Tr::Tick
+        });
         self.next_tick = tick + 1;
         self.outputs.push_back(Output::Tick { tick, at: now });
         for (session, clients) in &self.sessions {

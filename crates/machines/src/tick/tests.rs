@@ -379,6 +379,33 @@ fn flaw_lazy_unregister_sends_one_more_value_after_unregister() {
     assert_eq!(sent(&drain(&mut b)), [(C2, S1, 0)]);
 }
 
+// ----- coverage --------------------------------------------------------------
+
+#[test]
+fn transitions_are_named_and_recorded() {
+    assert_eq!(TRANSITIONS.len(), Tr::TimeoutNothing as usize + 1);
+    let mut b = new();
+    run(&mut b, &[reg(S1, C1), reg(S1, C1), count(None)]);
+    b.handle_timeout(t(10));
+    b.handle_timeout(t(120));
+    run(&mut b, &[unreg(S1, C1)]);
+    let cov = b.coverage();
+    for tr in [
+        Tr::Queued,
+        Tr::RegisterAdded,
+        Tr::RegisterAlready,
+        Tr::Count,
+        Tr::Wake,
+        Tr::TimeoutNothing,
+        Tr::TickLate,
+        Tr::UnregisterRemoved,
+        Tr::Idle,
+    ] {
+        assert!(cov.has(tr as usize), "{}", TRANSITIONS[tr as usize]);
+    }
+    assert!(!cov.has(Tr::QueueFull as usize));
+}
+
 // ----- model -----------------------------------------------------------------
 
 mod model {

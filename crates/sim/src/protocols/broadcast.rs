@@ -38,6 +38,7 @@ use simcast_machines::time::Time;
 
 use crate::engine::{Cx, NodeId, Protocol};
 use crate::faults::ppm;
+use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
 use crate::registry::{
     FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo, SiteInfo,
@@ -377,29 +378,21 @@ impl BroadcastWorkload {
     /// A message naming the key.
     pub fn validate(&self) -> Result<(), String> {
         self.keys.validate()?;
-        for (key, v) in [
+        checks::at_least_one(&[
             ("clients", u64::from(self.clients)),
             ("broadcasts", u64::from(self.broadcasts)),
             ("timeout_ms", self.timeout_ms),
             ("late_factor", self.late_factor),
             ("gc_interval_ms", self.gc_interval_ms),
-        ] {
-            if v == 0 {
-                return Err(format!("`{key}` must be at least 1"));
-            }
-        }
+        ])?;
         if self.vchannels > 64 {
             return Err("`vchannels` must be at most 64".to_owned());
         }
-        for (key, p) in [
+        checks::probabilities(&[
             ("vchannel_ratio", self.vchannel_ratio),
             ("close_ratio", self.close_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(format!("`{key}` must be between 0 and 1, not {p}"));
-            }
-        }
-        for (key, [lo, hi]) in [
+        ])?;
+        checks::ranges(&[
             ("think_ms", self.think_ms),
             ("net_ms", self.net_ms),
             ("io_ms", self.io_ms),
@@ -407,11 +400,7 @@ impl BroadcastWorkload {
             ("restart_ms", self.restart_ms),
             ("stop_ms", self.stop_ms),
             ("demotion_ms", self.demotion_ms),
-        ] {
-            if lo > hi {
-                return Err(format!("`{key}` must be [min, max] with min <= max"));
-            }
-        }
+        ])?;
         if self.io_ms[1] >= self.timeout_ms {
             return Err("`timeout_ms` must exceed the largest `io_ms`".to_owned());
         }
@@ -420,10 +409,6 @@ impl BroadcastWorkload {
         }
         Ok(())
     }
-}
-
-fn us(r: [u64; 2]) -> (u64, u64) {
-    (r[0] * 1000, r[1] * 1000)
 }
 
 #[derive(Clone, Debug, Hash)]

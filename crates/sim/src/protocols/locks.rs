@@ -31,6 +31,7 @@ use simcast_machines::time::Time;
 
 use crate::engine::{Cx, NodeId, Protocol};
 use crate::faults::ppm;
+use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
 use crate::registry::{
     FaultInfo, InvariantInfo, InvariantKind, MutantInfo, ProtocolInfo, SiteInfo,
@@ -175,36 +176,22 @@ impl LocksWorkload {
     /// A message naming the key.
     pub fn validate(&self) -> Result<(), String> {
         self.keys.validate()?;
-        let at_least_one = [
-            ("clients", self.clients),
-            ("rounds", self.rounds),
-            ("slow_release_factor", self.slow_release_factor),
-        ];
-        for (key, v) in at_least_one {
-            if v == 0 {
-                return Err(format!("`{key}` must be at least 1"));
-            }
-        }
+        checks::at_least_one(&[
+            ("clients", u64::from(self.clients)),
+            ("rounds", u64::from(self.rounds)),
+            ("slow_release_factor", u64::from(self.slow_release_factor)),
+        ])?;
         if self.clients > 1000 {
             return Err("`clients` must be at most 1000".to_owned());
         }
-        if !(0.0..=1.0).contains(&self.try_ratio) {
-            return Err(format!(
-                "`try_ratio` must be between 0 and 1, not {}",
-                self.try_ratio
-            ));
-        }
-        for (key, [lo, hi]) in [
+        checks::probabilities(&[("try_ratio", self.try_ratio)])?;
+        checks::ranges(&[
             ("think_ms", self.think_ms),
             ("hold_ms", self.hold_ms),
             ("patience_ms", self.patience_ms),
             ("net_delay_ms", self.net_delay_ms),
             ("restart_ms", self.restart_ms),
-        ] {
-            if lo > hi {
-                return Err(format!("`{key}` must be [min, max] with min <= max"));
-            }
-        }
+        ])?;
         if self.net_delay_ms[0] == 0 {
             return Err("`net_delay_ms` must be at least 1 ms".to_owned());
         }
@@ -226,10 +213,6 @@ struct Params {
     session_timeout_us: u64,
     restart_us: (u64, u64),
     slow_factor: u64,
-}
-
-fn us(r: [u64; 2]) -> (u64, u64) {
-    (r[0] * 1000, r[1] * 1000)
 }
 
 /// A client's request id, chosen by the client (unique per client).

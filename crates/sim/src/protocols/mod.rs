@@ -7,8 +7,13 @@
 //! exploration then work for it unchanged.
 
 pub mod broadcast;
+pub mod checks;
+pub mod fanout;
 pub mod keys;
 pub mod locks;
+pub mod pubsub;
+pub mod replication;
+pub mod tick;
 
 use serde_json::Value;
 
@@ -22,6 +27,14 @@ pub enum Workload {
     Locks(locks::LocksWorkload),
     /// The broadcaster on a coordinator, channels, stores, a secondary.
     Broadcast(broadcast::BroadcastWorkload),
+    /// A broker fanning lifecycle operations out to backends.
+    Fanout(fanout::FanoutWorkload),
+    /// Actors publishing and subscribing to channels through a router.
+    Pubsub(pubsub::PubsubWorkload),
+    /// Sources and clients around one tick broadcaster.
+    Tick(tick::TickWorkload),
+    /// A primary's replica senders, replicas with durable logs, a control plane.
+    Replication(replication::ReplicationWorkload),
 }
 
 impl Workload {
@@ -30,6 +43,10 @@ impl Workload {
         match self {
             Workload::Locks(_) => &locks::INFO,
             Workload::Broadcast(_) => &broadcast::INFO,
+            Workload::Fanout(_) => &fanout::INFO,
+            Workload::Pubsub(_) => &pubsub::INFO,
+            Workload::Tick(_) => &tick::INFO,
+            Workload::Replication(_) => &replication::INFO,
         }
     }
 
@@ -44,11 +61,19 @@ impl Workload {
         let workload = match protocol.name {
             "locks" => Workload::Locks(typed(value)?),
             "broadcast" => Workload::Broadcast(typed(value)?),
+            "fanout" => Workload::Fanout(typed(value)?),
+            "pubsub" => Workload::Pubsub(typed(value)?),
+            "tick" => Workload::Tick(typed(value)?),
+            "replication" => Workload::Replication(typed(value)?),
             other => return Err(format!("protocol {other} has no workload type")),
         };
         match &workload {
             Workload::Locks(w) => w.validate()?,
             Workload::Broadcast(w) => w.validate()?,
+            Workload::Fanout(w) => w.validate()?,
+            Workload::Pubsub(w) => w.validate()?,
+            Workload::Tick(w) => w.validate()?,
+            Workload::Replication(w) => w.validate()?,
         }
         Ok(workload)
     }
@@ -58,6 +83,10 @@ impl Workload {
         match self {
             Workload::Locks(w) => serde_json::to_value(w),
             Workload::Broadcast(w) => serde_json::to_value(w),
+            Workload::Fanout(w) => serde_json::to_value(w),
+            Workload::Pubsub(w) => serde_json::to_value(w),
+            Workload::Tick(w) => serde_json::to_value(w),
+            Workload::Replication(w) => serde_json::to_value(w),
         }
         .expect("workloads serialize")
     }
@@ -83,6 +112,12 @@ pub fn build_protocol<V: WorldVisitor>(
         Workload::Locks(w) => visitor.visit(build.build(locks::LocksWorld::new(w, mutant))),
         Workload::Broadcast(w) => {
             visitor.visit(build.build(broadcast::BroadcastWorld::new(w, mutant)))
+        }
+        Workload::Fanout(w) => visitor.visit(build.build(fanout::FanoutWorld::new(w, mutant))),
+        Workload::Pubsub(w) => visitor.visit(build.build(pubsub::PubsubWorld::new(w, mutant))),
+        Workload::Tick(w) => visitor.visit(build.build(tick::TickWorld::new(w, mutant))),
+        Workload::Replication(w) => {
+            visitor.visit(build.build(replication::ReplicationWorld::new(w, mutant)))
         }
     }
 }
@@ -113,6 +148,10 @@ pub fn with_factory<V: FactoryVisitor>(
     match workload {
         Workload::Locks(w) => go!(locks::LocksWorld::new(w, mutant)),
         Workload::Broadcast(w) => go!(broadcast::BroadcastWorld::new(w, mutant)),
+        Workload::Fanout(w) => go!(fanout::FanoutWorld::new(w, mutant)),
+        Workload::Pubsub(w) => go!(pubsub::PubsubWorld::new(w, mutant)),
+        Workload::Tick(w) => go!(tick::TickWorld::new(w, mutant)),
+        Workload::Replication(w) => go!(replication::ReplicationWorld::new(w, mutant)),
     }
 }
 
