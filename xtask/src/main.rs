@@ -4,10 +4,13 @@
 //! forwarded, arguments untouched, to the `simcast` binary built in release
 //! mode; its stdout, stderr and exit code pass through, so the `--json` last
 //! line and the exit codes of DESIGN.md hold for `cargo xtask` too. `ci`
-//! runs `.ci/run`.
+//! runs `.ci/run`; `madsim` and `loom` run the adapters' checks
+//! (`adapters.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod adapters;
 
 /// Commands the `simcast` binary implements.
 const FORWARDED: &[(&str, &str)] = &[
@@ -41,6 +44,7 @@ fn usage() -> String {
         s.push_str(&format!("  {name:<8} {what}\n"));
     }
     s.push_str("  ci       run .ci/run (format, lints, tests)\n");
+    s.push_str(adapters::USAGE);
     s
 }
 
@@ -123,6 +127,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        "madsim" => adapters::madsim(&workspace_root(), &args[1..]),
+        "loom" => adapters::loom(&workspace_root(), &args[1..]),
         c if FORWARDED.iter().any(|(name, _)| *name == c) => forward(&args),
         other => {
             eprintln!("error: unknown command `{other}`\n\n{}", usage());
