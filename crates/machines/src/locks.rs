@@ -25,7 +25,9 @@
 //! blocking acquire, is reported once by [`LockTable::poll_event`].
 
 use core::fmt;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use core::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,14 +92,14 @@ pub struct ResourceKey {
     /// What kind of entity.
     pub domain: Domain,
     /// Which entity within the domain.
-    pub key: String,
+    pub key: Arc<str>,
     /// `true` for a shared (read) lock, `false` for an exclusive one.
     pub shared: bool,
 }
 
 impl ResourceKey {
     /// A key with explicit parts.
-    pub fn new(domain: Domain, key: impl Into<String>, shared: bool) -> Self {
+    pub fn new(domain: Domain, key: impl Into<Arc<str>>, shared: bool) -> Self {
         ResourceKey {
             domain,
             key: key.into(),
@@ -172,7 +174,7 @@ pub struct LockId {
     /// The domain.
     pub domain: Domain,
     /// The key within the domain.
-    pub key: String,
+    pub key: Arc<str>,
 }
 
 impl fmt::Display for LockId {
@@ -188,7 +190,9 @@ impl fmt::Display for LockId {
 /// mode.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LockRequest {
-    keys: Vec<ResourceKey>,
+    /// Shared: a request is immutable once normalized, so clones (into
+    /// catalog records, messages, effects) cost a reference count.
+    keys: Arc<[ResourceKey]>,
 }
 
 impl LockRequest {
@@ -203,7 +207,7 @@ impl LockRequest {
         }
         keys.sort();
         keys.dedup();
-        Ok(LockRequest { keys })
+        Ok(LockRequest { keys: keys.into() })
     }
 
     /// Normalizes the keys of a broadcast: as [`LockRequest::new`], plus the
@@ -216,7 +220,7 @@ impl LockRequest {
         }
         keys.sort();
         keys.dedup();
-        LockRequest { keys }
+        LockRequest { keys: keys.into() }
     }
 
     /// The normalized keys.
@@ -226,11 +230,12 @@ impl LockRequest {
 
     /// One entry per distinct lock, with the mode it is taken in: exclusive if
     /// any key on that lock is exclusive.
-    pub fn locks(&self) -> impl Iterator<Item = (&Domain, &str, bool)> + '_ {
-        // Keys on one lock are adjacent and the exclusive one sorts first.
+    pub fn locks(&self) -> impl Iterator<Item = &ResourceKey> + '_ {
+        // Keys on one lock are adjacent and the exclusive one sorts first, so
+        // the first key of each lock carries the mode it is taken in.
         self.keys.iter().enumerate().filter_map(|(i, k)| {
             let first_of_lock = i == 0 || !self.keys[i - 1].same_lock(k);
-            first_of_lock.then_some((&k.domain, k.key.as_str(), k.shared))
+            first_of_lock.then_some(k)
         })
     }
 
@@ -243,8 +248,9 @@ impl LockRequest {
         // Both lists are sorted by (domain, key): merge-walk them.
         let mut a = self.locks().peekable();
         let mut b = other.locks().peekable();
-        while let (Some(&(da, ka, sa)), Some(&(db, kb, sb))) = (a.peek(), b.peek()) {
-            match (da, ka).cmp(&(db, kb)) {
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            let (sa, sb) = (x.shared, y.shared);
+            match lock_order(x, y) {
                 core::cmp::Ordering::Less => {
                     a.next();
                 }
@@ -262,6 +268,18 @@ impl LockRequest {
         }
         false
     }
+}
+
+/// Orders two keys by lock identity `(domain, key)`; keys drawn from one
+/// interned name compare without reading their bytes.
+fn lock_order(x: &ResourceKey, y: &ResourceKey) -> core::cmp::Ordering {
+    x.domain.cmp(&y.domain).then_with(|| {
+        if Arc::ptr_eq(&x.key, &y.key) {
+            core::cmp::Ordering::Equal
+        } else {
+            x.key.cmp(&y.key)
+        }
+    })
 }
 
 impl fmt::Display for LockRequest {
@@ -413,38 +431,141 @@ impl ConflictRule {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default)]
 struct Holding {
     exclusive: Option<RequestId>,
-    shared: BTreeSet<RequestId>,
+    /// Sorted.
+    shared: Vec<RequestId>,
 }
 
-impl Holding {
-    fn is_empty(&self) -> bool {
-        self.exclusive.is_none() && self.shared.is_empty()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 struct Entry {
     owner: OwnerId,
     request: LockRequest,
     state: RequestState,
+    /// One `(slot, shared)` per distinct lock of the request, sorted by slot:
+    /// the request's locks as indices into the table's holdings.
+    locks: Vec<(u32, bool)>,
+}
+
+/// Lock identities in use, as small integers (slots) indexing the holdings:
+/// a slot lives while some admitted request names its lock.
+#[derive(Clone, Debug, Default)]
+struct Slots {
+    ids: BTreeMap<LockId, u32>,
+    /// Each slot's lock, while in use.
+    names: Vec<Option<LockId>>,
+    /// Requests naming each slot's lock.
+    refs: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn intern(&mut self, key: &ResourceKey) -> u32 {
+        let id = LockId {
+            domain: key.domain,
+            key: key.key.clone(),
+        };
+        let slot = match self.ids.get(&id) {
+            Some(&slot) => slot,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.refs.push(0);
+                        self.names.push(None);
+                        (self.refs.len() - 1) as u32
+                    }
+                };
+                self.names[slot as usize] = Some(id.clone());
+                self.ids.insert(id, slot);
+                slot
+            }
+        };
+        self.refs[slot as usize] += 1;
+        slot
+    }
+
+    fn unref(&mut self, slot: u32) {
+        let refs = &mut self.refs[slot as usize];
+        *refs -= 1;
+        if *refs == 0 {
+            let name = self.names[slot as usize]
+                .take()
+                .expect("a used slot is named");
+            self.ids.remove(&name);
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Buffers reused across calls; never part of the table's state.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    /// Per slot: modes claimed by earlier waiters (bit 0 shared, bit 1
+    /// exclusive); all zero between calls.
+    claims: Vec<u8>,
+    candidates: Vec<RequestId>,
+    /// Emptied `Entry::locks` vectors, for the next admissions.
+    spare: Vec<Vec<(u32, bool)>>,
 }
 
 /// The lock table: admits requests, grants them fairly, releases them.
 ///
 /// Mutate, then drain [`LockTable::poll_event`] until it returns `None`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing cover the table's state (flaw, id counter, requests
+/// with their owners and states, the waiting order, undrained events); the
+/// holdings, derived from the held requests, and reused buffers are not
+/// compared, so two tables that will behave the same compare equal.
+#[derive(Clone, Debug, Default)]
 pub struct LockTable {
     flaw: Option<LockFlaw>,
     next_request: u64,
     entries: BTreeMap<RequestId, Entry>,
     /// Waiting requests in arrival order (ids increase with arrival).
-    waiting: BTreeSet<RequestId>,
-    holdings: BTreeMap<LockId, Holding>,
+    waiting: Vec<RequestId>,
+    slots: Slots,
+    /// Holders per slot.
+    holdings: Vec<Holding>,
     events: VecDeque<LockEvent>,
     cov: Coverage,
+    scratch: Scratch,
+}
+
+impl PartialEq for LockTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.flaw == other.flaw
+            && self.next_request == other.next_request
+            && self.waiting == other.waiting
+            && self.events == other.events
+            && self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((a, x), (b, y))| {
+                    a == b && x.owner == y.owner && x.state == y.state && x.request == y.request
+                })
+    }
+}
+
+impl Eq for LockTable {}
+
+impl Hash for LockTable {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.flaw.hash(h);
+        self.next_request.hash(h);
+        self.entries.len().hash(h);
+        for (id, e) in &self.entries {
+            id.hash(h);
+            e.owner.hash(h);
+            e.state.hash(h);
+            e.request.hash(h);
+        }
+        self.waiting.hash(h);
+        self.events.hash(h);
+    }
 }
 
 impl LockTable {
@@ -487,31 +608,60 @@ impl LockTable {
         RequestId(self.next_request)
     }
 
-    /// Blocking acquire: admits the request and queues it. It is granted, now
-    /// or by a later call, when none of its keys conflicts with a holder or an
-    /// earlier waiter; the grant is reported by [`LockTable::poll_event`].
-    pub fn acquire(&mut self, owner: OwnerId, request: LockRequest) -> RequestId {
-        let id = self.allocate();
-        // Admitting a waiter never unblocks anyone else: only it can be granted.
-        let blocker = self.blocker(&request);
-        let grantable = blocker.is_none();
-        self.hit(match blocker {
-            None => Tr::AcquireHeld,
-            Some(Blocker::Holder(_)) => Tr::AcquireWaitsHolder,
-            Some(Blocker::Waiter(_)) => Tr::AcquireWaitsWaiter,
-        });
+    /// Admits `request` as a waiting entry: interns its locks.
+    fn admit(&mut self, id: RequestId, owner: OwnerId, request: LockRequest) {
+        let mut locks = self.scratch.spare.pop().unwrap_or_default();
+        for k in request.locks() {
+            let slot = self.slots.intern(k);
+            if slot as usize >= self.holdings.len() {
+                self.holdings
+                    .resize_with(slot as usize + 1, Holding::default);
+                self.scratch.claims.resize(slot as usize + 1, 0);
+            }
+            locks.push((slot, k.shared));
+        }
+        locks.sort_unstable();
         self.entries.insert(
             id,
             Entry {
                 owner,
                 request,
                 state: RequestState::Waiting,
+                locks,
             },
         );
-        if grantable {
+    }
+
+    /// Forgets an entry (its keys must not be held): frees its slots.
+    fn forget(&mut self, id: RequestId) {
+        let mut entry = self
+            .entries
+            .remove(&id)
+            .expect("forgetting a known request");
+        for &(slot, _) in &entry.locks {
+            self.slots.unref(slot);
+        }
+        entry.locks.clear();
+        self.scratch.spare.push(entry.locks);
+    }
+
+    /// Blocking acquire: admits the request and queues it. It is granted, now
+    /// or by a later call, when none of its keys conflicts with a holder or an
+    /// earlier waiter; the grant is reported by [`LockTable::poll_event`].
+    pub fn acquire(&mut self, owner: OwnerId, request: LockRequest) -> RequestId {
+        let id = self.allocate();
+        self.admit(id, owner, request);
+        // Admitting a waiter never unblocks anyone else: only it can be granted.
+        let blocker = self.blocker(id);
+        self.hit(match blocker {
+            None => Tr::AcquireHeld,
+            Some(Blocker::Holder(_)) => Tr::AcquireWaitsHolder,
+            Some(Blocker::Waiter(_)) => Tr::AcquireWaitsWaiter,
+        });
+        if blocker.is_none() {
             self.grant(id);
         } else {
-            self.waiting.insert(id);
+            self.waiting.push(id);
         }
         id
     }
@@ -527,7 +677,12 @@ impl LockTable {
         owner: OwnerId,
         request: LockRequest,
     ) -> Result<RequestId, LockError> {
-        if let Some(blocker) = self.blocker(&request) {
+        // Admitted under the next id to be examined like any request; taken
+        // back (and the id not spent) if something is in the way.
+        let id = RequestId(self.next_request + 1);
+        self.admit(id, owner, request);
+        if let Some(blocker) = self.blocker(id) {
+            self.forget(id);
             self.hit(match blocker {
                 Blocker::Holder(_) => Tr::TryRefusedHolder,
                 Blocker::Waiter(_) => Tr::TryRefusedWaiter,
@@ -535,15 +690,8 @@ impl LockTable {
             return Err(LockError::WouldBlock(blocker));
         }
         self.hit(Tr::TryHeld);
-        let id = self.allocate();
-        self.entries.insert(
-            id,
-            Entry {
-                owner,
-                request,
-                state: RequestState::Waiting,
-            },
-        );
+        let allocated = self.allocate();
+        debug_assert_eq!(allocated, id);
         self.take_keys(id);
         Ok(id)
     }
@@ -559,13 +707,20 @@ impl LockTable {
             None => Err(LockError::UnknownRequest(id)),
             Some(RequestState::Held) => Err(LockError::NotWaiting(id)),
             Some(RequestState::Waiting) => {
-                self.entries.remove(&id);
-                let was_waiting = self.waiting.remove(&id);
-                debug_assert!(was_waiting);
+                self.unqueue(id);
+                self.forget(id);
                 self.hit(Tr::WaitingCancelled);
                 self.wake();
                 Ok(())
             }
+        }
+    }
+
+    fn unqueue(&mut self, id: RequestId) {
+        let i = self.waiting.binary_search(&id);
+        debug_assert!(i.is_ok(), "unqueueing a request that is not waiting");
+        if let Ok(i) = i {
+            self.waiting.remove(i);
         }
     }
 
@@ -580,7 +735,7 @@ impl LockTable {
             Some(RequestState::Waiting) => Err(LockError::NotHeld(id)),
             Some(RequestState::Held) => {
                 self.drop_keys(id);
-                self.entries.remove(&id);
+                self.forget(id);
                 self.hit(Tr::HeldReleased);
                 self.wake();
                 Ok(())
@@ -606,12 +761,12 @@ impl LockTable {
                     self.hit(Tr::OwnerReleased);
                 }
                 RequestState::Waiting => {
-                    self.waiting.remove(&id);
+                    self.unqueue(id);
                     out.cancelled.push(id);
                     self.hit(Tr::OwnerCancelled);
                 }
             }
-            self.entries.remove(&id);
+            self.forget(id);
         }
         if !out.released.is_empty() || !out.cancelled.is_empty() {
             self.wake();
@@ -669,10 +824,11 @@ impl LockTable {
         self.entries.is_empty()
     }
 
-    /// The first holder, then the first earlier waiter, that `request` would
-    /// conflict with.
-    fn blocker(&self, request: &LockRequest) -> Option<Blocker> {
-        if let Some(h) = self.conflicting_holder(request) {
+    /// The first holder, then the first waiter admitted before it, that the
+    /// admitted (not yet queued or held) request `id` conflicts with.
+    fn blocker(&self, id: RequestId) -> Option<Blocker> {
+        let locks = &self.entries[&id].locks;
+        if let Some(h) = self.conflicting_holder(locks) {
             return Some(Blocker::Holder(h));
         }
         if self.flaw == Some(LockFlaw::IgnoreEarlierWaiters) {
@@ -681,19 +837,15 @@ impl LockTable {
         let rule = self.rule();
         self.waiting
             .iter()
-            .find(|w| self.entries[*w].request.conflicts_with_rule(request, rule))
+            .take_while(|w| **w < id)
+            .find(|w| slots_conflict(&self.entries[*w].locks, locks, rule))
             .map(|w| Blocker::Waiter(*w))
     }
 
-    fn conflicting_holder(&self, request: &LockRequest) -> Option<RequestId> {
+    fn conflicting_holder(&self, locks: &[(u32, bool)]) -> Option<RequestId> {
         let rule = self.rule();
-        for (domain, key, shared) in request.locks() {
-            let Some(h) = self.holdings.get(&LockId {
-                domain: *domain,
-                key: key.to_owned(),
-            }) else {
-                continue;
-            };
+        for &(slot, shared) in locks {
+            let h = &self.holdings[slot as usize];
             if let Some(x) = h.exclusive
                 && rule.modes_conflict(shared, false)
             {
@@ -709,33 +861,51 @@ impl LockTable {
     }
 
     /// Re-examines waiters in arrival order after something was released or
-    /// cancelled.
+    /// cancelled. A waiter is granted when no holder conflicts and no earlier
+    /// waiter that stays waiting does: the modes claimed by those waiters are
+    /// accumulated per slot as the walk goes.
     fn wake(&mut self) {
         if self.flaw == Some(LockFlaw::LostWakeup) {
             return;
         }
         let rule = self.rule();
         let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
-        let candidates: Vec<RequestId> = self.waiting.iter().copied().collect();
-        let mut still_waiting: Vec<RequestId> = Vec::new();
-        for id in candidates {
-            let request = &self.entries[&id].request;
+        let mut candidates = std::mem::take(&mut self.scratch.candidates);
+        candidates.clear();
+        candidates.extend_from_slice(&self.waiting);
+        let mut claims = std::mem::take(&mut self.scratch.claims);
+        let mut kept = 0;
+        for &id in &candidates {
+            let locks = &self.entries[&id].locks;
             let behind_waiter = !ignore_waiters
-                && still_waiting
-                    .iter()
-                    .any(|w| self.entries[w].request.conflicts_with_rule(request, rule));
-            let behind_holder = self.conflicting_holder(request).is_some();
+                && locks.iter().any(|&(slot, shared)| {
+                    let c = claims[slot as usize];
+                    (c & 1 != 0 && rule.modes_conflict(shared, true))
+                        || (c & 2 != 0 && rule.modes_conflict(shared, false))
+                });
+            let behind_holder = self.conflicting_holder(locks).is_some();
             if behind_waiter || behind_holder {
                 if !behind_holder {
                     self.hit(Tr::StaysBehindWaiter);
                 }
-                still_waiting.push(id);
+                for &(slot, shared) in &self.entries[&id].locks {
+                    claims[slot as usize] |= if shared { 1 } else { 2 };
+                }
+                self.waiting[kept] = id;
+                kept += 1;
             } else {
-                self.waiting.remove(&id);
                 self.hit(Tr::WaitingHeld);
                 self.grant(id);
             }
         }
+        self.waiting.truncate(kept);
+        for &id in &self.waiting {
+            for &(slot, _) in &self.entries[&id].locks {
+                claims[slot as usize] = 0;
+            }
+        }
+        self.scratch.claims = claims;
+        self.scratch.candidates = candidates;
     }
 
     fn grant(&mut self, id: RequestId) {
@@ -749,16 +919,12 @@ impl LockTable {
         let entry = self.entries.get_mut(&id).expect("granting a known request");
         debug_assert_eq!(entry.state, RequestState::Waiting);
         entry.state = RequestState::Held;
-        for (domain, key, shared) in entry.request.locks() {
-            let h = self
-                .holdings
-                .entry(LockId {
-                    domain: *domain,
-                    key: key.to_owned(),
-                })
-                .or_default();
+        for &(slot, shared) in &entry.locks {
+            let h = &mut self.holdings[slot as usize];
             if shared {
-                h.shared.insert(id);
+                if let Err(i) = h.shared.binary_search(&id) {
+                    h.shared.insert(i, id);
+                }
             } else {
                 debug_assert!(
                     h.exclusive.is_none() || self.flaw.is_some(),
@@ -775,22 +941,36 @@ impl LockTable {
 
     fn drop_keys(&mut self, id: RequestId) {
         let entry = &self.entries[&id];
-        for (domain, key, _) in entry.request.locks() {
-            let lock = LockId {
-                domain: *domain,
-                key: key.to_owned(),
-            };
-            if let Some(h) = self.holdings.get_mut(&lock) {
-                if h.exclusive == Some(id) {
-                    h.exclusive = None;
-                }
-                h.shared.remove(&id);
-                if h.is_empty() {
-                    self.holdings.remove(&lock);
-                }
+        for &(slot, _) in &entry.locks {
+            let h = &mut self.holdings[slot as usize];
+            if h.exclusive == Some(id) {
+                h.exclusive = None;
+            }
+            if let Ok(i) = h.shared.binary_search(&id) {
+                h.shared.remove(i);
             }
         }
     }
+}
+
+/// Whether two requests' slot lists (sorted by slot) share a lock in
+/// conflicting modes.
+fn slots_conflict(a: &[(u32, bool)], b: &[(u32, bool)], rule: ConflictRule) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            core::cmp::Ordering::Less => i += 1,
+            core::cmp::Ordering::Greater => j += 1,
+            core::cmp::Ordering::Equal => {
+                if rule.modes_conflict(a[i].1, b[j].1) {
+                    return true;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    false
 }
 
 /// What [`LockTable::release_owner`] did.
@@ -867,14 +1047,17 @@ mod tests {
 
     #[test]
     fn collection_key_with_empty_db_uses_default_db() {
-        assert_eq!(ResourceKey::collection("", "c", true).key, "default:c");
+        assert_eq!(
+            ResourceKey::collection("", "c", true).key.as_ref(),
+            "default:c"
+        );
     }
 
     #[test]
     fn privilege_key_is_always_exclusive_and_empty() {
         let k = ResourceKey::privilege();
         assert!(!k.shared);
-        assert_eq!(k.key, "");
+        assert_eq!(k.key.as_ref(), "");
     }
 
     #[test]
@@ -904,8 +1087,10 @@ mod tests {
             ]
         );
         // Both modes of `b` survive; the lock is taken exclusive.
-        let modes: Vec<(String, bool)> =
-            q.locks().map(|(d, k, s)| (format!("{d}:{k}"), s)).collect();
+        let modes: Vec<(String, bool)> = q
+            .locks()
+            .map(|k| (format!("{}:{}", k.domain, k.key), k.shared))
+            .collect();
         assert_eq!(
             modes,
             [

@@ -14,11 +14,12 @@
 //! (timers, in-flight effects, messages to it) are dropped once that node
 //! crashes: volatile state, timers and in-flight effects are lost.
 //!
-//! Determinism: the queue is a `BTreeMap` keyed by (time, seq); simultaneous
+//! Determinism: the queue is a heap keyed by (time, seq); simultaneous
 //! events are ordered by a decision, never by insertion or hashing; the trace
 //! digest chains a stable hash of every record, step by step.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -249,6 +250,31 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
         }
     }
 
+    /// Records the delivery of `event` to `target` without taking (or
+    /// cloning) the event unless the record is kept or traced: it hashes
+    /// exactly as `Entry::Deliver { target, event }` would.
+    fn push_deliver(&mut self, step: u64, time: Time, target: Target, event: &E)
+    where
+        E: Clone,
+    {
+        time.hash(&mut self.step_hasher);
+        EntryRef::Deliver {
+            target: &target,
+            event,
+        }
+        .hash(&mut self.step_hasher);
+        if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
+            tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", event);
+        }
+        if self.keep {
+            let entry = Entry::Deliver {
+                target,
+                event: event.clone(),
+            };
+            self.records.push(Record { step, time, entry });
+        }
+    }
+
     /// Closes a step: chains its hash onto the digest and, if asked, keeps
     /// the digest so that `step_digests[s]` is the digest after step `s`.
     fn end_step(&mut self) {
@@ -264,6 +290,21 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
         let h = std::mem::take(&mut self.step_hasher).finish();
         self.digest = chain(self.digest, h);
     }
+}
+
+/// The first variants of [`Entry`], borrowed: declared in the same order so
+/// that their derived hashes are those of the owned entries (a test checks).
+#[derive(Hash)]
+enum EntryRef<'a, E> {
+    Deliver {
+        target: &'a Target,
+        event: &'a E,
+    },
+    #[allow(dead_code)]
+    Drop {
+        target: &'a Target,
+        event: &'a E,
+    },
 }
 
 struct EntryDisplay<'a, E, N>(&'a Entry<E, N>);
@@ -314,38 +355,83 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
+/// The pending events: a min-heap of `(time, seq, slot)` over a slab of
+/// events, so that scheduling and delivering move three words, not events,
+/// and reuse the slab's free slots instead of allocating.
 #[derive(Clone, Debug)]
 struct Queue<E> {
-    map: BTreeMap<(Time, u64), Queued<E>>,
+    heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    slots: Vec<Option<Queued<E>>>,
+    free: Vec<u32>,
     next_seq: u64,
+    /// Scratch for the simultaneous events of one pop.
+    ties: Vec<(Time, u64, u32)>,
 }
 
 impl<E: Hash> Queue<E> {
+    fn new() -> Self {
+        Queue {
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_seq: 0,
+            ties: Vec::new(),
+        }
+    }
+
     fn push(&mut self, at: Time, q: Queued<E>) {
         self.next_seq += 1;
-        self.map.insert((at, self.next_seq), q);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(q);
+                slot
+            }
+            None => {
+                self.slots.push(Some(q));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at, self.next_seq, slot)));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.map.keys().next().map(|(t, _)| *t)
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
-    /// Removes the next event; among simultaneous ones, a decision picks.
+    /// Removes the next event; among simultaneous ones (the first
+    /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let t = self.peek_time()?;
-        let ties = self.map.range((t, 0)..=(t, u64::MAX)).take(MAX_TIE).count();
-        let key = if ties > 1 {
-            let pick = chooser.choose(ties as u32) as usize;
-            *self
-                .map
-                .range((t, 0)..=(t, u64::MAX))
-                .nth(pick)
-                .expect("pick < ties")
-                .0
-        } else {
-            *self.map.keys().next().expect("non-empty")
+        let Reverse(first) = self.heap.pop()?;
+        let t = first.0;
+        let chosen = match self.heap.peek() {
+            Some(Reverse((next, _, _))) if *next == t => {
+                self.ties.clear();
+                self.ties.push(first);
+                while self.ties.len() < MAX_TIE {
+                    match self.heap.peek() {
+                        Some(Reverse((next, _, _))) if *next == t => {
+                            let Reverse(e) = self.heap.pop().expect("peeked");
+                            self.ties.push(e);
+                        }
+                        _ => break,
+                    }
+                }
+                let pick = chooser.choose(self.ties.len() as u32) as usize;
+                for (i, e) in self.ties.iter().enumerate() {
+                    if i != pick {
+                        self.heap.push(Reverse(*e));
+                    }
+                }
+                self.ties[pick]
+            }
+            _ => first,
         };
-        self.map.remove(&key).map(|q| (t, q))
+        let slot = chosen.2;
+        self.free.push(slot);
+        let q = self.slots[slot as usize]
+            .take()
+            .expect("a queued slot is full");
+        Some((t, q))
     }
 
     /// Hashes the pending events by time, without sequence numbers (they
@@ -353,28 +439,28 @@ impl<E: Hash> Queue<E> {
     /// multiset: the order they were scheduled in is not state, since which
     /// of them goes first is a decision anyway.
     fn fingerprint(&self, h: &mut StableHasher) {
-        self.map.len().hash(h);
+        self.heap.len().hash(h);
+        let mut items: Vec<(Time, u64)> = self
+            .heap
+            .iter()
+            .map(|Reverse((t, _, slot))| {
+                let q = self.slots[*slot as usize].as_ref().expect("queued");
+                let mut e = StableHasher::new();
+                q.target.hash(&mut e);
+                q.item.hash(&mut e);
+                (*t, e.finish())
+            })
+            .collect();
+        items.sort_unstable();
         let mut group: Vec<u64> = Vec::new();
-        let mut current: Option<Time> = None;
-        let flush = |t: Option<Time>, group: &mut Vec<u64>, h: &mut StableHasher| {
-            if let Some(t) = t {
-                group.sort_unstable();
+        for (i, (t, x)) in items.iter().enumerate() {
+            group.push(*x);
+            if items.get(i + 1).is_none_or(|(next, _)| next != t) {
                 t.hash(h);
                 group.hash(h);
                 group.clear();
             }
-        };
-        for ((t, _), q) in &self.map {
-            if current != Some(*t) {
-                flush(current, &mut group, h);
-                current = Some(*t);
-            }
-            let mut e = StableHasher::new();
-            q.target.hash(&mut e);
-            q.item.hash(&mut e);
-            group.push(e.finish());
         }
-        flush(current, &mut group, h);
     }
 }
 
@@ -749,10 +835,7 @@ impl<P: Protocol> World<P> {
             step: 0,
             phase: Phase::Chaos,
             limits,
-            queue: Queue {
-                map: BTreeMap::new(),
-                next_seq: 0,
-            },
+            queue: Queue::new(),
             nodes: Vec::new(),
             node_names: Vec::new(),
             chooser,
@@ -852,19 +935,17 @@ impl<P: Protocol> World<P> {
             }
             Item::Event(event) => match queued.target {
                 Target::Env => {
-                    self.core.record(Entry::Deliver {
-                        target: Target::Env,
-                        event: event.clone(),
-                    });
+                    let (step, now) = (self.core.step, self.core.now);
+                    self.core.trace.push_deliver(step, now, Target::Env, &event);
                     self.guarded(|proto, core| proto.handle(core, None, event));
                 }
                 Target::Node { node, incarnation } => {
                     let slot = &self.core.nodes[node.0 as usize];
                     if slot.up && slot.incarnation == incarnation {
-                        self.core.record(Entry::Deliver {
-                            target: queued.target,
-                            event: event.clone(),
-                        });
+                        let (step, now) = (self.core.step, self.core.now);
+                        self.core
+                            .trace
+                            .push_deliver(step, now, queued.target, &event);
                         self.guarded(|proto, core| proto.handle(core, Some(node), event));
                     } else {
                         self.core.record(Entry::Drop {
@@ -1145,6 +1226,37 @@ mod tests {
         while w.step().is_none() {}
         let p = w.protocol().clone();
         (p, w.into_outcome())
+    }
+
+    #[test]
+    fn borrowed_entries_hash_as_owned_ones() {
+        let target = Target::Node {
+            node: NodeId(1),
+            incarnation: 2,
+        };
+        let event = Ev::Log(7);
+        let owned = |e: &Entry<Ev, String>| stable_hash(e);
+        let borrowed = |e: &EntryRef<'_, Ev>| stable_hash(e);
+        assert_eq!(
+            owned(&Entry::Deliver {
+                target,
+                event: event.clone()
+            }),
+            borrowed(&EntryRef::Deliver {
+                target: &target,
+                event: &event
+            })
+        );
+        assert_eq!(
+            owned(&Entry::Drop {
+                target,
+                event: event.clone()
+            }),
+            borrowed(&EntryRef::Drop {
+                target: &target,
+                event: &event
+            })
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use simcast_machines::locks::{Domain, LockRequest, ResourceKey};
@@ -69,7 +70,21 @@ impl KeyConfig {
 
     /// The engine form.
     pub fn space(&self) -> KeySpace {
+        let names = Domain::ALL
+            .iter()
+            .map(|&domain| {
+                (0..self.keys_per_domain)
+                    .map(|i| {
+                        let exclusive = key_of(domain, i, false);
+                        let mut shared = exclusive.clone();
+                        shared.shared = domain != Domain::Privilege;
+                        [exclusive, shared]
+                    })
+                    .collect()
+            })
+            .collect();
         KeySpace {
+            names: KeyNames(Arc::new(names)),
             keys_per_domain: self.keys_per_domain,
             max_keys: self.max_keys,
             domains: self.domains.clone(),
@@ -79,9 +94,42 @@ impl KeyConfig {
     }
 }
 
+/// The `i`-th key of `domain` in a drawn key space.
+fn key_of(domain: Domain, i: u32, shared: bool) -> ResourceKey {
+    match domain {
+        Domain::DbName => ResourceKey::db(&format!("db{i}"), shared),
+        Domain::CollectionName => {
+            let db = if i % 2 == 0 { "" } else { "db1" };
+            ResourceKey::collection(db, &format!("c{i}"), shared)
+        }
+        Domain::Privilege => ResourceKey::privilege(),
+        Domain::SnapshotName => ResourceKey::snapshot(i64::from(i), "snap", shared),
+        Domain::Cluster => ResourceKey::cluster(shared),
+    }
+}
+
+/// Every key a space can draw, built once: `[domain][i][shared]`, sharing
+/// one name between the two modes. A function of the other fields of
+/// [`KeySpace`], so it adds nothing to its identity (equality, hash).
+#[derive(Clone, Debug)]
+struct KeyNames(Arc<Vec<Vec<[ResourceKey; 2]>>>);
+
+impl PartialEq for KeyNames {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeyNames {}
+
+impl Hash for KeyNames {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
 /// [`KeyConfig`] in engine units.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KeySpace {
+    names: KeyNames,
     keys_per_domain: u32,
     max_keys: u32,
     domains: Vec<Domain>,
@@ -102,16 +150,11 @@ impl KeySpace {
             let domain = self.domains[cx.choose(self.domains.len() as u32) as usize];
             let i = cx.choose(self.keys_per_domain);
             let shared = cx.chance(self.shared_ppm);
-            keys.push(match domain {
-                Domain::DbName => ResourceKey::db(&format!("db{i}"), shared),
-                Domain::CollectionName => {
-                    let db = if i % 2 == 0 { "" } else { "db1" };
-                    ResourceKey::collection(db, &format!("c{i}"), shared)
-                }
-                Domain::Privilege => ResourceKey::privilege(),
-                Domain::SnapshotName => ResourceKey::snapshot(i64::from(i), "snap", shared),
-                Domain::Cluster => ResourceKey::cluster(shared),
-            });
+            let d = Domain::ALL
+                .iter()
+                .position(|&x| x == domain)
+                .expect("every domain is in Domain::ALL");
+            keys.push(self.names.0[d][i as usize][usize::from(shared)].clone());
         }
         if cx.chance(self.exclusive_cluster_ppm) {
             keys.push(ResourceKey::exclusive_cluster());
