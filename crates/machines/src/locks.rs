@@ -499,8 +499,9 @@ impl Slots {
     }
 }
 
-/// Buffers reused across calls; never part of the table's state.
-#[derive(Clone, Debug, Default)]
+/// Buffers reused across calls; never part of the table's state (a copy
+/// starts empty).
+#[derive(Debug, Default)]
 struct Scratch {
     /// Per slot: modes claimed by earlier waiters (bit 0 shared, bit 1
     /// exclusive); all zero between calls.
@@ -508,6 +509,16 @@ struct Scratch {
     candidates: Vec<RequestId>,
     /// Emptied `Entry::locks` vectors, for the next admissions.
     spare: Vec<Vec<(u32, bool)>>,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch {
+            claims: vec![0; self.claims.len()],
+            candidates: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
 }
 
 /// The lock table: admits requests, grants them fairly, releases them.

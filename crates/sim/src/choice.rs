@@ -194,6 +194,12 @@ impl Chooser {
         self.faults_taken
     }
 
+    /// Empties the log (the explorer keeps paths itself and logs one step
+    /// at a time); the source and the count of faults taken are kept.
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+
     /// Consumes the chooser, returning its log.
     pub fn into_log(self) -> Vec<Decision> {
         self.log

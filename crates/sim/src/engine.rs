@@ -36,6 +36,36 @@ use crate::registry::{PANIC_INVARIANT, ProtocolInfo};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u32);
 
+/// A world's configuration (its workload in engine units): shared between
+/// the copies the explorer makes, and not part of the world's fingerprint,
+/// since it is the same in every state of a run or an exploration.
+#[derive(Debug)]
+pub struct Shared<T>(std::sync::Arc<T>);
+
+impl<T> Shared<T> {
+    /// Wraps a configuration.
+    pub fn new(value: T) -> Shared<T> {
+        Shared(std::sync::Arc::new(value))
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Hash for Shared<T> {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
+}
+
 /// Who an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -358,7 +388,7 @@ const MAX_TIE: usize = 64;
 /// The pending events: a min-heap of `(time, seq, slot)` over a slab of
 /// events, so that scheduling and delivering move three words, not events,
 /// and reuse the slab's free slots instead of allocating.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Queue<E> {
     heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
     slots: Vec<Option<Queued<E>>>,
@@ -366,6 +396,29 @@ struct Queue<E> {
     next_seq: u64,
     /// Scratch for the simultaneous events of one pop.
     ties: Vec<(Time, u64, u32)>,
+}
+
+/// A copy (the explorer copies worlds) is compacted: the live events only,
+/// in slots renumbered in heap order (slots never order events), with room
+/// to schedule a few more without growing.
+impl<E: Clone> Clone for Queue<E> {
+    fn clone(&self) -> Self {
+        const ROOM: usize = 8;
+        let mut heap = Vec::with_capacity(self.heap.len() + ROOM);
+        let mut slots = Vec::with_capacity(self.heap.len() + ROOM);
+        for (i, Reverse((t, seq, slot))) in self.heap.iter().enumerate() {
+            slots.push(self.slots[*slot as usize].clone());
+            heap.push(Reverse((*t, *seq, i as u32)));
+        }
+        Queue {
+            // A vector in heap order is a heap.
+            heap: BinaryHeap::from(heap),
+            slots,
+            free: Vec::new(),
+            next_seq: self.next_seq,
+            ties: Vec::new(),
+        }
+    }
 }
 
 impl<E: Hash> Queue<E> {
@@ -434,33 +487,24 @@ impl<E: Hash> Queue<E> {
         Some((t, q))
     }
 
-    /// Hashes the pending events by time, without sequence numbers (they
-    /// are counters, not state). Simultaneous events are hashed as a
-    /// multiset: the order they were scheduled in is not state, since which
-    /// of them goes first is a decision anyway.
+    /// Hashes the pending events without sequence numbers (they are
+    /// counters, not state) and without their order: the queue is a
+    /// multiset of `(time, target, event)`, since events at different times
+    /// run in time order and which of several simultaneous ones goes first
+    /// is a decision anyway. The multiset is hashed as the wrapping sum of
+    /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
     fn fingerprint(&self, h: &mut StableHasher) {
-        self.heap.len().hash(h);
-        let mut items: Vec<(Time, u64)> = self
-            .heap
-            .iter()
-            .map(|Reverse((t, _, slot))| {
-                let q = self.slots[*slot as usize].as_ref().expect("queued");
-                let mut e = StableHasher::new();
-                q.target.hash(&mut e);
-                q.item.hash(&mut e);
-                (*t, e.finish())
-            })
-            .collect();
-        items.sort_unstable();
-        let mut group: Vec<u64> = Vec::new();
-        for (i, (t, x)) in items.iter().enumerate() {
-            group.push(*x);
-            if items.get(i + 1).is_none_or(|(next, _)| next != t) {
-                t.hash(h);
-                group.hash(h);
-                group.clear();
-            }
+        let mut sum = 0u64;
+        for Reverse((t, _, slot)) in self.heap.iter() {
+            let q = self.slots[*slot as usize].as_ref().expect("queued");
+            let mut e = StableHasher::new();
+            t.hash(&mut e);
+            q.target.hash(&mut e);
+            q.item.hash(&mut e);
+            sum = sum.wrapping_add(e.finish());
         }
+        self.heap.len().hash(h);
+        sum.hash(h);
     }
 }
 
@@ -500,7 +544,7 @@ pub struct Core<E, N> {
     limits: RunLimits,
     queue: Queue<E>,
     nodes: Vec<NodeSlot>,
-    node_names: Vec<String>,
+    node_names: Shared<Vec<String>>,
     chooser: Chooser,
     faults: FaultState,
     trace: Trace<E, N>,
@@ -539,7 +583,7 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
             up: true,
             incarnation: 0,
         });
-        self.node_names.push(name.into());
+        std::sync::Arc::make_mut(&mut self.node_names.0).push(name.into());
         id
     }
 
@@ -837,7 +881,7 @@ impl<P: Protocol> World<P> {
             limits,
             queue: Queue::new(),
             nodes: Vec::new(),
-            node_names: Vec::new(),
+            node_names: Shared::new(Vec::new()),
             chooser,
             faults: fault_state,
             trace: Trace {
@@ -878,6 +922,13 @@ impl<P: Protocol> World<P> {
     /// Every decision taken so far, in order.
     pub fn decisions(&self) -> &[Decision] {
         self.core.chooser.log()
+    }
+
+    /// Forgets the decisions logged so far (they stay taken): what
+    /// [`World::decisions`] returns next starts here. The explorer keeps each
+    /// path's decisions itself and logs one step at a time.
+    pub fn clear_decisions(&mut self) {
+        self.core.chooser.clear_log();
     }
 
     /// The violation that stopped the run, if any.

@@ -22,8 +22,9 @@
 //! A violation ends the exploration with its path of decisions, which a
 //! recorded source replays exactly.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as HashEntry;
+use std::hash::BuildHasherDefault;
 
 use crate::choice::{Decision, Source};
 use crate::engine::{Protocol, Stop, Violation, World};
@@ -77,14 +78,79 @@ impl Exploration {
 }
 
 struct Node<P: Protocol> {
+    /// The state, with an empty decision log (the path is in [`Paths`]).
     world: World<P>,
     depth: u64,
     faults: u64,
+    path: u32,
 }
 
+/// The decision paths of admitted states, as a tree: each entry is a step's
+/// decision values and its parent's entry. Kept apart from the worlds so
+/// that copying a world does not copy its history.
+#[derive(Default)]
+struct Paths {
+    /// `(parent, start, len)` into `values`; entry 0 is the empty root.
+    steps: Vec<(u32, u32, u32)>,
+    values: Vec<u32>,
+}
+
+impl Paths {
+    fn new() -> Paths {
+        Paths {
+            steps: vec![(0, 0, 0)],
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, parent: u32, decisions: &[Decision]) -> u32 {
+        let start = self.values.len() as u32;
+        self.values.extend(decisions.iter().map(|d| d.value));
+        self.steps.push((parent, start, decisions.len() as u32));
+        (self.steps.len() - 1) as u32
+    }
+
+    /// The whole path to `at`, then `last`.
+    fn full(&self, mut at: u32, last: &[Decision]) -> Vec<u32> {
+        let mut parts = Vec::new();
+        while at != 0 {
+            let (parent, start, len) = self.steps[at as usize];
+            parts.push(&self.values[start as usize..(start + len) as usize]);
+            at = parent;
+        }
+        let mut out: Vec<u32> = parts.into_iter().rev().flatten().copied().collect();
+        out.extend(last.iter().map(|d| d.value));
+        out
+    }
+}
+
+/// Fingerprints are well-mixed 64-bit hashes already: the visited set uses
+/// them as they are. (Only looked up, never iterated: its order cannot reach
+/// the exploration.)
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+}
+
+type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
+
 /// Enumerates the decision tree of one step of `from` (or of construction,
-/// with `make`). Returns each leaf's world and the values of the decisions
-/// it took in the step; counts runs.
+/// with `make`). Returns each leaf's world, whose decision log holds the
+/// decisions of that step only (of construction, for `make`); counts runs.
 fn leaves<P: Protocol>(
     from: Option<&World<P>>,
     make: &dyn Fn(Source) -> World<P>,
@@ -95,17 +161,17 @@ fn leaves<P: Protocol>(
     let mut prefixes: Vec<Vec<u32>> = vec![Vec::new()];
     while let Some(prefix) = prefixes.pop() {
         *runs += 1;
-        let (world, before) = match from {
+        let world = match from {
             Some(w) => {
                 let mut w = w.clone();
-                let before = w.decisions().len();
+                debug_assert!(w.decisions().is_empty());
                 w.set_source(Source::recorded(prefix.clone()));
                 w.step();
-                (w, before)
+                w
             }
-            None => (make(Source::recorded(prefix.clone())), 0),
+            None => make(Source::recorded(prefix.clone())),
         };
-        let taken: &[Decision] = &world.decisions()[before..];
+        let taken: &[Decision] = world.decisions();
         let faults_in_prefix = taken[..prefix.len().min(taken.len())]
             .iter()
             .filter(|d| d.fault && d.value != 0)
@@ -146,26 +212,30 @@ pub fn explore<P: Protocol>(
     // along a path that spent its fault budget (a duplicate that was then
     // ignored, say) must not hide the same state reached with faults still
     // to spend; one reached with as many or more spent adds nothing.
-    let mut visited: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut visited = Visited::default();
+    let mut paths = Paths::new();
     let mut stack: Vec<Node<P>> = Vec::new();
+    // Admits a leaf reached from the state at `parent` (path entry, faults
+    // spent, depth); returns `false` to stop (a violation).
     let admit = |ex: &mut Exploration,
-                 visited: &mut BTreeMap<u64, u64>,
+                 visited: &mut Visited,
+                 paths: &mut Paths,
                  stack: &mut Vec<Node<P>>,
-                 world: World<P>,
-                 depth: u64|
+                 mut world: World<P>,
+                 (parent, parent_faults, depth): (u32, u64, u64)|
      -> bool {
         ex.transitions += 1;
-        let faults = faults_of(world.decisions());
+        let faults = parent_faults + faults_of(world.decisions());
         if faults > bounds.max_faults {
             return true;
         }
         if bounds.dedup {
             match visited.entry(world.fingerprint()) {
-                Entry::Occupied(e) if *e.get() <= faults => return true,
-                Entry::Occupied(mut e) => {
+                HashEntry::Occupied(e) if *e.get() <= faults => return true,
+                HashEntry::Occupied(mut e) => {
                     e.insert(faults);
                 }
-                Entry::Vacant(e) => {
+                HashEntry::Vacant(e) => {
                     e.insert(faults);
                 }
             }
@@ -179,8 +249,7 @@ pub fn explore<P: Protocol>(
                     .violation()
                     .cloned()
                     .expect("a violation stop has one");
-                let path = world.decisions().iter().map(|d| d.value).collect();
-                ex.violation = Some((v, path));
+                ex.violation = Some((v, paths.full(parent, world.decisions())));
                 return false;
             }
             return true;
@@ -189,15 +258,18 @@ pub fn explore<P: Protocol>(
             ex.depth_cut += 1;
             return true;
         }
+        let path = paths.push(parent, world.decisions());
+        world.clear_decisions();
         stack.push(Node {
             world,
             depth,
             faults,
+            path,
         });
         true
     };
     for w in leaves(None, make, bounds.max_faults, &mut ex.runs) {
-        if !admit(&mut ex, &mut visited, &mut stack, w, 0) {
+        if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, (0, 0, 0)) {
             return ex;
         }
     }
@@ -216,8 +288,9 @@ pub fn explore<P: Protocol>(
             }
         }
         let left = bounds.max_faults.saturating_sub(node.faults);
+        let at = (node.path, node.faults, node.depth + 1);
         for w in leaves(Some(&node.world), make, left, &mut ex.runs) {
-            if !admit(&mut ex, &mut visited, &mut stack, w, node.depth + 1) {
+            if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, at) {
                 return ex;
             }
         }

@@ -36,7 +36,7 @@ use simcast_machines::coverage::Coverage;
 use simcast_machines::locks::{LockRequest, ResourceKey};
 use simcast_machines::time::Time;
 
-use crate::engine::{Cx, NodeId, Protocol};
+use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
 use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
@@ -849,7 +849,7 @@ struct Client {
 /// The broadcast world.
 #[derive(Clone, Debug, Hash)]
 pub struct BroadcastWorld {
-    p: Params,
+    p: Shared<Params>,
     clusters: Vec<Cluster>,
     clients: Vec<Client>,
     next_call: u64,
@@ -915,7 +915,7 @@ impl BroadcastWorld {
             clusters.push(cluster(Role::Secondary, true));
         }
         BroadcastWorld {
-            p: Params {
+            p: Shared::new(Params {
                 clients: w.clients,
                 broadcasts: w.broadcasts,
                 vchannels: w.vchannels,
@@ -934,7 +934,7 @@ impl BroadcastWorld {
                 demotion_us: us(w.demotion_ms),
                 jitter: u64::from(w.jitter_permille),
                 store_dedup: mutant.is_none_or(|m| m.name != "store-no-dedup"),
-            },
+            }),
             clusters,
             clients: Vec::new(),
             next_call: 0,

@@ -29,7 +29,7 @@ use simcast_machines::locks::{
 };
 use simcast_machines::time::Time;
 
-use crate::engine::{Cx, NodeId, Protocol};
+use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
 use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
@@ -566,7 +566,7 @@ impl History {
 /// The locks world.
 #[derive(Clone, Debug, Hash)]
 pub struct LocksWorld {
-    p: Params,
+    p: Shared<Params>,
     server: NodeId,
     table: LockTable,
     clients: Vec<Client>,
@@ -595,7 +595,7 @@ impl LocksWorld {
         });
         let n = w.clients as usize;
         LocksWorld {
-            p: Params {
+            p: Shared::new(Params {
                 clients: w.clients,
                 rounds: w.rounds,
                 keys: w.keys.space(),
@@ -607,7 +607,7 @@ impl LocksWorld {
                 session_timeout_us: w.session_timeout_ms * 1000,
                 restart_us: us(w.restart_ms),
                 slow_factor: u64::from(w.slow_release_factor),
-            },
+            }),
             server: NodeId(0),
             table: LockTable::with_flaw(flaw),
             clients: Vec::with_capacity(n),
