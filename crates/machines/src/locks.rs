@@ -514,7 +514,7 @@ struct Scratch {
 impl Clone for Scratch {
     fn clone(&self) -> Self {
         Scratch {
-            claims: vec![0; self.claims.len()],
+            claims: Vec::new(),
             candidates: Vec::new(),
             spare: Vec::new(),
         }
@@ -627,7 +627,6 @@ impl LockTable {
             if slot as usize >= self.holdings.len() {
                 self.holdings
                     .resize_with(slot as usize + 1, Holding::default);
-                self.scratch.claims.resize(slot as usize + 1, 0);
             }
             locks.push((slot, k.shared));
         }
@@ -885,6 +884,9 @@ impl LockTable {
         candidates.clear();
         candidates.extend_from_slice(&self.waiting);
         let mut claims = std::mem::take(&mut self.scratch.claims);
+        if claims.len() < self.holdings.len() {
+            claims.resize(self.holdings.len(), 0);
+        }
         let mut kept = 0;
         for &id in &candidates {
             let locks = &self.entries[&id].locks;

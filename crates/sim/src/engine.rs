@@ -391,11 +391,19 @@ const MAX_TIE: usize = 64;
 #[derive(Debug)]
 struct Queue<E> {
     heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
-    slots: Vec<Option<Queued<E>>>,
-    free: Vec<u32>,
+    slots: Vec<Slot<E>>,
+    /// The first free slot ([`NO_SLOT`] if none); free slots chain on.
+    free: u32,
     next_seq: u64,
-    /// Scratch for the simultaneous events of one pop.
-    ties: Vec<(Time, u64, u32)>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
+enum Slot<E> {
+    Full(Queued<E>),
+    /// Free; the next free slot.
+    Free(u32),
 }
 
 /// A copy (the explorer copies worlds) is compacted: the live events only,
@@ -414,9 +422,8 @@ impl<E: Clone> Clone for Queue<E> {
             // A vector in heap order is a heap.
             heap: BinaryHeap::from(heap),
             slots,
-            free: Vec::new(),
+            free: NO_SLOT,
             next_seq: self.next_seq,
-            ties: Vec::new(),
         }
     }
 }
@@ -426,29 +433,36 @@ impl<E: Hash> Queue<E> {
         Queue {
             heap: BinaryHeap::new(),
             slots: Vec::new(),
-            free: Vec::new(),
+            free: NO_SLOT,
             next_seq: 0,
-            ties: Vec::new(),
         }
     }
 
     fn push(&mut self, at: Time, q: Queued<E>) {
         self.next_seq += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = Some(q);
-                slot
+        let slot = if self.free == NO_SLOT {
+            self.slots.push(Slot::Full(q));
+            (self.slots.len() - 1) as u32
+        } else {
+            let slot = self.free;
+            match std::mem::replace(&mut self.slots[slot as usize], Slot::Full(q)) {
+                Slot::Free(next) => self.free = next,
+                Slot::Full(_) => unreachable!("a free slot is free"),
             }
-            None => {
-                self.slots.push(Some(q));
-                (self.slots.len() - 1) as u32
-            }
+            slot
         };
         self.heap.push(Reverse((at, self.next_seq, slot)));
     }
 
     fn peek_time(&self) -> Option<Time> {
         self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    fn queued(&self, slot: u32) -> &Queued<E> {
+        match &self.slots[slot as usize] {
+            Slot::Full(q) => q,
+            Slot::Free(_) => unreachable!("a queued slot is full"),
+        }
     }
 
     /// Removes the next event; among simultaneous ones (the first
@@ -458,33 +472,36 @@ impl<E: Hash> Queue<E> {
         let t = first.0;
         let chosen = match self.heap.peek() {
             Some(Reverse((next, _, _))) if *next == t => {
-                self.ties.clear();
-                self.ties.push(first);
-                while self.ties.len() < MAX_TIE {
+                let mut ties = [first; MAX_TIE];
+                let mut n = 1;
+                while n < MAX_TIE {
                     match self.heap.peek() {
                         Some(Reverse((next, _, _))) if *next == t => {
                             let Reverse(e) = self.heap.pop().expect("peeked");
-                            self.ties.push(e);
+                            ties[n] = e;
+                            n += 1;
                         }
                         _ => break,
                     }
                 }
-                let pick = chooser.choose(self.ties.len() as u32) as usize;
-                for (i, e) in self.ties.iter().enumerate() {
+                let pick = chooser.choose(n as u32) as usize;
+                for (i, e) in ties[..n].iter().enumerate() {
                     if i != pick {
                         self.heap.push(Reverse(*e));
                     }
                 }
-                self.ties[pick]
+                ties[pick]
             }
             _ => first,
         };
         let slot = chosen.2;
-        self.free.push(slot);
-        let q = self.slots[slot as usize]
-            .take()
-            .expect("a queued slot is full");
-        Some((t, q))
+        match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
+            Slot::Full(q) => {
+                self.free = slot;
+                Some((t, q))
+            }
+            Slot::Free(_) => unreachable!("a queued slot is full"),
+        }
     }
 
     /// Hashes the pending events without sequence numbers (they are
@@ -496,7 +513,7 @@ impl<E: Hash> Queue<E> {
     fn fingerprint(&self, h: &mut StableHasher) {
         let mut sum = 0u64;
         for Reverse((t, _, slot)) in self.heap.iter() {
-            let q = self.slots[*slot as usize].as_ref().expect("queued");
+            let q = self.queued(*slot);
             let mut e = StableHasher::new();
             t.hash(&mut e);
             q.target.hash(&mut e);

@@ -149,15 +149,15 @@ impl std::hash::Hasher for FingerprintHasher {
 type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
 
 /// Enumerates the decision tree of one step of `from` (or of construction,
-/// with `make`). Returns each leaf's world, whose decision log holds the
+/// with `make`) into `out`: each leaf's world, whose decision log holds the
 /// decisions of that step only (of construction, for `make`); counts runs.
 fn leaves<P: Protocol>(
     from: Option<&World<P>>,
     make: &dyn Fn(Source) -> World<P>,
     faults_left: u64,
     runs: &mut u64,
-) -> Vec<World<P>> {
-    let mut out = Vec::new();
+    out: &mut Vec<World<P>>,
+) {
     let mut prefixes: Vec<Vec<u32>> = vec![Vec::new()];
     while let Some(prefix) = prefixes.pop() {
         *runs += 1;
@@ -192,7 +192,6 @@ fn leaves<P: Protocol>(
         }
         out.push(world);
     }
-    out
 }
 
 fn faults_of(decisions: &[Decision]) -> u64 {
@@ -268,7 +267,9 @@ pub fn explore<P: Protocol>(
         });
         true
     };
-    for w in leaves(None, make, bounds.max_faults, &mut ex.runs) {
+    let mut out = Vec::new();
+    leaves(None, make, bounds.max_faults, &mut ex.runs, &mut out);
+    for w in out.drain(..) {
         if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, (0, 0, 0)) {
             return ex;
         }
@@ -289,7 +290,8 @@ pub fn explore<P: Protocol>(
         }
         let left = bounds.max_faults.saturating_sub(node.faults);
         let at = (node.path, node.faults, node.depth + 1);
-        for w in leaves(Some(&node.world), make, left, &mut ex.runs) {
+        leaves(Some(&node.world), make, left, &mut ex.runs, &mut out);
+        for w in out.drain(..) {
             if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, at) {
                 return ex;
             }
