@@ -1,30 +1,83 @@
-//! `simcast bench`: throughput figures on one core.
+//! `simcast bench`: throughput, scaling, allocations and memory, each
+//! compared with a committed baseline.
 //!
-//! Each scenario runs the same seeds several times on one thread; a figure
-//! is the median over the repetitions and its spread is (max - min) /
-//! median. One core keeps the figures comparable between machines with
-//! different core counts and between runs on a busy machine.
+//! For every swept scenario (default: every default scenario) the same
+//! seeds run once as a warm-up, then `--repeat` times on one thread and as
+//! many times on all cores (one worker per available core, taking disjoint
+//! seeds). Figures: events/s and seeds/s on one core and on all cores, the
+//! scaling (all cores / one core), allocations per event (one core, after
+//! the warm-up), and events/s as a multiple of the *empty world*'s (a
+//! protocol with no machines: the engine's ceiling). Every `*-explore`
+//! scenario is explored for states/s. Peak RSS is read after sweeps of N
+//! and 10 x N seeds of one scenario, the way `sweep` runs them, to show
+//! that memory stays flat. `cargo xtask bench` adds the madsim workload's
+//! figures (`--madsim-figures`).
+//!
+//! A figure is the median over the repetitions; its spread is (max - min) /
+//! median. A ratio of two figures measured apart (vs empty, vs madsim)
+//! carries the sum of their spreads. Each figure is compared by name with
+//! the baseline ([`baseline`]) and flagged when more than 10% worse.
+
+mod baseline;
+mod memory;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Args;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 use simcast_sim::engine::RunOptions;
+use simcast_sim::protocols::empty;
 use simcast_sim::runner::{RunSpec, run as run_spec};
+use simcast_sim::scenario::Scenario;
 
 use crate::common::{Failure, ScenarioDir, Stopwatch, Verdict, print_json, usage};
 use crate::outln;
+use crate::sweep::{Plan, execute};
+use baseline::{Baseline, Saved};
 
 /// Arguments of `simcast bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario to measure (repeatable) [default: every default scenario].
+    /// Scenario to measure (repeatable): a `*-explore` scenario is explored,
+    /// any other swept [default: every default scenario, and every
+    /// `*-explore` scenario].
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Seeds per repetition.
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    seeds: u64,
-    /// Repetitions.
-    #[arg(long, value_name = "R", default_value_t = 5)]
-    repeat: u32,
+    /// Seeds per repetition [default: 200; 20 with --quick].
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// Repetitions, after one warm-up [default: 5; 3 with --quick].
+    #[arg(long, value_name = "R")]
+    repeat: Option<u32>,
+    /// A smoke test of a few seconds: fewer seeds and repetitions, smaller
+    /// memory sweeps, explorations cut at 5000 states.
+    #[arg(long)]
+    quick: bool,
+    /// Peak RSS after a sweep of N seeds and after one of 10 x N (0: not
+    /// measured) [default: 10000; 1000 with --quick].
+    #[arg(long, value_name = "N")]
+    rss_seeds: Option<u64>,
+    /// The baseline to compare with (and to --save to) [default:
+    /// bench/baseline.json in the workspace].
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write this run's figures to the baseline file (replacing it).
+    #[arg(long)]
+    save: bool,
+    /// Exit 1 if a figure is more than 10% worse than the baseline.
+    #[arg(long)]
+    fail_on_regression: bool,
+    /// The madsim workload's figures: a JSON object with `figures`
+    /// (`cargo xtask bench` measures and passes them).
+    #[arg(long, value_name = "FILE")]
+    madsim_figures: Option<PathBuf>,
+    /// Why there are no madsim figures (`cargo xtask bench` says so when it
+    /// could not measure them).
+    #[arg(long, value_name = "REASON", conflicts_with = "madsim_figures")]
+    madsim_missing: Option<String>,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -32,156 +85,902 @@ pub struct BenchArgs {
     dir: ScenarioDir,
 }
 
+/// What a figure counts, and so which way is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Simulated events per wall-clock second.
+    EventsPerSec,
+    /// Seeds (whole runs) per second.
+    SeedsPerSec,
+    /// Explored states per second.
+    StatesPerSec,
+    /// Network messages (frames) per second.
+    MsgsPerSec,
+    /// A ratio of two figures.
+    Ratio,
+    /// Heap allocations per simulated event.
+    AllocsPerEvent,
+    /// Memory, in MiB.
+    MiB,
+}
+
+impl Unit {
+    const ALL: [Unit; 7] = [
+        Unit::EventsPerSec,
+        Unit::SeedsPerSec,
+        Unit::StatesPerSec,
+        Unit::MsgsPerSec,
+        Unit::Ratio,
+        Unit::AllocsPerEvent,
+        Unit::MiB,
+    ];
+
+    /// As printed and saved.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::EventsPerSec => "events/s",
+            Unit::SeedsPerSec => "seeds/s",
+            Unit::StatesPerSec => "states/s",
+            Unit::MsgsPerSec => "msgs/s",
+            Unit::Ratio => "x",
+            Unit::AllocsPerEvent => "allocs/event",
+            Unit::MiB => "MiB",
+        }
+    }
+
+    /// The unit spelled `s`.
+    pub fn parse(s: &str) -> Option<Unit> {
+        Unit::ALL.into_iter().find(|u| u.as_str() == s)
+    }
+
+    /// Throughput and ratios (of throughputs) are better higher;
+    /// allocations and memory lower.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Unit::AllocsPerEvent | Unit::MiB)
+    }
+}
+
 /// A measured figure.
+#[derive(Clone, Debug)]
 pub struct Figure {
     /// What was measured.
     pub name: String,
     /// Median value.
     pub value: f64,
     /// Unit.
-    pub unit: &'static str,
+    pub unit: Unit,
     /// (max - min) / median over the repetitions.
     pub spread: f64,
 }
 
-fn figure(name: String, unit: &'static str, mut samples: Vec<f64>) -> Figure {
-    samples.sort_by(f64::total_cmp);
-    let median = samples[samples.len() / 2];
-    let spread = if median > 0.0 {
-        (samples[samples.len() - 1] - samples[0]) / median
-    } else {
-        0.0
-    };
-    Figure {
-        name,
-        value: median,
-        unit,
-        spread,
+impl Figure {
+    /// The median of `samples` (at least one) and their spread.
+    fn of(name: impl Into<String>, unit: Unit, mut samples: Vec<f64>) -> Figure {
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        let spread = if median > 0.0 {
+            (samples[samples.len() - 1] - samples[0]) / median
+        } else {
+            0.0
+        };
+        Figure {
+            name: name.into(),
+            value: median,
+            unit,
+            spread,
+        }
     }
+
+    /// `a / b`, with the sum of their spreads.
+    fn ratio(name: impl Into<String>, a: &Figure, b: &Figure) -> Figure {
+        let value = if b.value > 0.0 {
+            a.value / b.value
+        } else {
+            0.0
+        };
+        Figure {
+            name: name.into(),
+            value,
+            unit: Unit::Ratio,
+            spread: a.spread + b.spread,
+        }
+    }
+}
+
+/// One repetition's work: events handled in so many seconds.
+#[derive(Clone, Copy, Debug)]
+struct Rep {
+    events: u64,
+    secs: f64,
+}
+
+impl Rep {
+    fn events_per_sec(self) -> f64 {
+        self.events as f64 / self.secs
+    }
+}
+
+/// A swept scenario (or the empty world), measured.
+struct Measured {
+    /// On one thread, per repetition.
+    one: Vec<Rep>,
+    /// On all cores, per repetition (empty if not measured).
+    all: Vec<Rep>,
+    /// Allocations per event on one thread, per repetition.
+    allocs: Vec<f64>,
+}
+
+/// Runs seeds `0..seeds` on this thread; the events handled.
+fn run_seeds(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64) -> u64 {
+    (0..seeds).map(run_one).sum()
+}
+
+/// Runs seeds `0..seeds` on `threads` workers, each taking the next seed not
+/// yet taken (so they run disjoint shares); the events handled.
+fn run_seeds_on(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64, threads: usize) -> u64 {
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut events = 0;
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= seeds {
+                            return events;
+                        }
+                        events += run_one(seed);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("bench worker panicked"))
+            .sum()
+    })
+}
+
+/// A warm-up, then `repeat` x (one thread, then all cores if `threads` is
+/// given): interleaved, so that both see the same machine load.
+fn measure(
+    run_one: &(dyn Fn(u64) -> u64 + Sync),
+    seeds: u64,
+    repeat: u32,
+    threads: Option<usize>,
+) -> Measured {
+    run_seeds(run_one, seeds);
+    let mut m = Measured {
+        one: Vec::new(),
+        all: Vec::new(),
+        allocs: Vec::new(),
+    };
+    for _ in 0..repeat {
+        let before = crate::alloc::allocations();
+        let t = Stopwatch::start();
+        let events = run_seeds(run_one, seeds);
+        let secs = t.secs().max(1e-9);
+        let allocated = crate::alloc::allocations() - before;
+        m.one.push(Rep { events, secs });
+        m.allocs.push(allocated as f64 / events.max(1) as f64);
+        if let Some(threads) = threads {
+            let t = Stopwatch::start();
+            let events = run_seeds_on(run_one, seeds, threads);
+            m.all.push(Rep {
+                events,
+                secs: t.secs().max(1e-9),
+            });
+        }
+    }
+    m
+}
+
+/// Per-repetition sums over several measurements, as rates.
+#[derive(Default)]
+struct Totals {
+    one: Vec<Rep>,
+    all: Vec<Rep>,
+}
+
+impl Totals {
+    fn add(&mut self, m: &Measured) {
+        fn sum_into(acc: &mut Vec<Rep>, reps: &[Rep]) {
+            if acc.is_empty() {
+                acc.resize(
+                    reps.len(),
+                    Rep {
+                        events: 0,
+                        secs: 0.0,
+                    },
+                );
+            }
+            for (a, r) in acc.iter_mut().zip(reps) {
+                a.events += r.events;
+                a.secs += r.secs;
+            }
+        }
+        sum_into(&mut self.one, &m.one);
+        sum_into(&mut self.all, &m.all);
+    }
+}
+
+fn events_figure(name: String, reps: &[Rep]) -> Figure {
+    Figure::of(
+        name,
+        Unit::EventsPerSec,
+        reps.iter().map(|r| r.events_per_sec()).collect(),
+    )
+}
+
+fn seeds_figure(name: String, reps: &[Rep], seeds_per_rep: u64) -> Figure {
+    Figure::of(
+        name,
+        Unit::SeedsPerSec,
+        reps.iter().map(|r| seeds_per_rep as f64 / r.secs).collect(),
+    )
+}
+
+/// All cores over one core, repetition by repetition.
+fn scaling_figure(name: String, one: &[Rep], all: &[Rep]) -> Figure {
+    Figure::of(
+        name,
+        Unit::Ratio,
+        one.iter()
+            .zip(all)
+            .map(|(o, a)| a.events_per_sec() / o.events_per_sec())
+            .collect(),
+    )
+}
+
+/// Why the madsim figures are, or are not, part of this run.
+enum Madsim {
+    /// Neither flag: `simcast bench` run directly.
+    NotAsked,
+    /// `--madsim-missing REASON`.
+    Missing(String),
+    /// `--madsim-figures FILE`, read.
+    Figures(PathBuf, Vec<Figure>),
+}
+
+#[derive(Deserialize)]
+struct MadsimFile {
+    figures: Vec<Saved>,
+}
+
+/// Reads a madsim figures file; a bad one is a usage error naming it.
+fn read_madsim(path: &Path) -> Result<Vec<Figure>, Failure> {
+    let bad = |m: String| usage(format!("madsim figures {}: {m}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let file: MadsimFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    file.figures
+        .into_iter()
+        .map(|f| {
+            let unit = Unit::parse(&f.unit).ok_or_else(|| {
+                bad(format!(
+                    "figure `{}` has an unknown unit `{}`",
+                    f.name, f.unit
+                ))
+            })?;
+            if !f.value.is_finite() || !f.spread.is_finite() {
+                return Err(bad(format!("figure `{}` is not a finite number", f.name)));
+            }
+            Ok(Figure {
+                name: f.name,
+                value: f.value,
+                unit,
+                spread: f.spread,
+            })
+        })
+        .collect()
+}
+
+/// The figure's name for the madsim messages rate, as the madsim workload
+/// writes it.
+const MADSIM_MESSAGES: &str = "madsim messages/s";
+
+/// The knobs of a run, resolved.
+struct Setup {
+    seeds: u64,
+    repeat: u32,
+    /// The two memory sweeps (0: none).
+    rss_seeds: [u64; 2],
+    max_states: u64,
+    threads: usize,
+    quick: bool,
+    progress: bool,
+}
+
+impl Setup {
+    fn of(a: &BenchArgs) -> Result<Setup, Failure> {
+        let seeds = a.seeds.unwrap_or(if a.quick { 20 } else { 200 });
+        let repeat = a.repeat.unwrap_or(if a.quick { 3 } else { 5 });
+        if seeds == 0 || repeat == 0 {
+            return Err(usage("--seeds and --repeat must be at least 1"));
+        }
+        let rss = a.rss_seeds.unwrap_or(if a.quick { 1_000 } else { 10_000 });
+        let rss_big = rss
+            .checked_mul(10)
+            .ok_or_else(|| usage("--rss-seeds is too large"))?;
+        Ok(Setup {
+            seeds,
+            repeat,
+            rss_seeds: [rss, rss_big],
+            max_states: if a.quick { 5_000 } else { 20_000_000 },
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            quick: a.quick,
+            progress: std::io::stderr().is_terminal() && !a.json,
+        })
+    }
+
+    /// Progress on stderr, for people at a terminal.
+    fn say(&self, what: &str) {
+        if self.progress {
+            eprintln!("bench: {what}");
+        }
+    }
+}
+
+/// What a run has found so far.
+#[derive(Default)]
+struct Report {
+    figures: Vec<Figure>,
+    notes: Vec<String>,
 }
 
 /// Runs `simcast bench`.
 pub fn run(a: BenchArgs) -> Result<Verdict, Failure> {
     let clock = Stopwatch::start();
-    if a.seeds == 0 || a.repeat == 0 {
-        return Err(usage("--seeds and --repeat must be at least 1"));
-    }
-    let scenarios = if a.scenarios.is_empty() {
-        let c = a.dir.catalog()?;
-        c.defaults(None).into_iter().cloned().collect::<Vec<_>>()
-    } else {
-        a.scenarios
-            .iter()
-            .map(|n| a.dir.scenario(n))
-            .collect::<Result<Vec<_>, _>>()?
+    // Everything that can be wrong with the input, before measuring.
+    let setup = Setup::of(&a)?;
+    let (swept, explored) = select(&a)?;
+    let baseline_path = a.baseline.clone().unwrap_or_else(baseline::default_path);
+    let base = baseline::load(&baseline_path).map_err(|e| usage(e.to_string()))?;
+    let madsim = match (&a.madsim_figures, &a.madsim_missing) {
+        (Some(path), _) => Madsim::Figures(path.clone(), read_madsim(path)?),
+        (None, Some(reason)) => Madsim::Missing(reason.clone()),
+        (None, None) => Madsim::NotAsked,
     };
-    let mut figures = Vec::new();
-    let mut all_events = vec![0.0; a.repeat as usize];
-    let mut all_seeds = vec![0.0; a.repeat as usize];
-    let mut all_secs = vec![0.0; a.repeat as usize];
-    for s in &scenarios {
-        let mut events_per_sec = Vec::new();
-        let mut seeds_per_sec = Vec::new();
-        for r in 0..a.repeat as usize {
-            let t = Stopwatch::start();
-            let mut events = 0;
-            for seed in 0..a.seeds {
-                let spec = RunSpec {
-                    scenario: s,
-                    mutant: None,
-                    seed,
-                    choices: None,
-                };
-                events += run_spec(&spec, RunOptions::default()).events;
-            }
-            let secs = t.secs().max(1e-9);
-            events_per_sec.push(events as f64 / secs);
-            seeds_per_sec.push(a.seeds as f64 / secs);
-            all_events[r] += events as f64;
-            all_seeds[r] += a.seeds as f64;
-            all_secs[r] += secs;
-        }
-        figures.push(figure(
-            format!("{} events/s", s.name),
-            "events/s",
-            events_per_sec,
-        ));
-        figures.push(figure(
-            format!("{} seeds/s", s.name),
-            "seeds/s",
-            seeds_per_sec,
-        ));
-    }
-    let per = |v: &[f64]| {
-        v.iter()
-            .zip(&all_secs)
-            .map(|(x, s)| x / s)
-            .collect::<Vec<_>>()
-    };
-    figures.push(figure(
-        "simulated events/s".to_owned(),
-        "events/s",
-        per(&all_events),
-    ));
-    figures.push(figure("seeds/s".to_owned(), "seeds/s", per(&all_seeds)));
-    // Exploration: every small configuration (`*-explore` scenarios).
-    let catalog = a.dir.catalog()?;
-    let mut all_states = vec![0.0; a.repeat as usize];
-    let mut all_explore_secs = vec![0.0; a.repeat as usize];
-    for s in catalog
-        .scenarios
+
+    let mut report = Report::default();
+    // Memory first, while the process is young: the peak of a sweep, not
+    // of whatever ran before it.
+    measure_memory(&setup, &swept, &mut report)?;
+    let empty_events = measure_empty(&setup, &mut report);
+    let broadcast = measure_sweeps(&setup, &swept, &empty_events, &mut report);
+    measure_explorations(&setup, &explored, &mut report);
+    add_madsim(&madsim, &broadcast, &mut report);
+
+    let Report { figures, mut notes } = report;
+    let rows: Vec<Row<'_>> = figures
         .iter()
-        .filter(|s| s.name.ends_with("-explore"))
-    {
-        let mut states_per_sec = Vec::new();
-        for r in 0..a.repeat as usize {
-            let t = Stopwatch::start();
-            let ex = crate::explore::explore_quietly(s, None);
-            let secs = t.secs().max(1e-9);
-            states_per_sec.push(ex.states as f64 / secs);
-            all_states[r] += ex.states as f64;
-            all_explore_secs[r] += secs;
-        }
-        figures.push(figure(
-            format!("{} states/s", s.name),
-            "states/s",
-            states_per_sec,
+        .map(|f| Row {
+            change: base
+                .as_ref()
+                .and_then(|b| b.get(&f.name))
+                .filter(|s| s.unit == f.unit.as_str())
+                .map(|s| baseline::compare(f.unit, f.value, s.value)),
+            figure: f,
+        })
+        .collect();
+    let worse: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.change.is_some_and(|c| c.worse))
+        .map(|r| r.figure.name.as_str())
+        .collect();
+    match &base {
+        None => notes.push(format!(
+            "no baseline at {} (write one with --save)",
+            baseline_path.display()
+        )),
+        Some(b) => notes.extend(baseline_notes(b, &setup, &figures, &worse)),
+    }
+    if a.save {
+        baseline::save(&baseline_path, &to_baseline(&setup, &figures))
+            .map_err(|e| usage(e.to_string()))?;
+        notes.push(format!(
+            "saved {} figures to {}",
+            figures.len(),
+            baseline_path.display()
         ));
     }
-    if all_explore_secs.iter().any(|s| *s > 0.0) {
-        let v = all_states
-            .iter()
-            .zip(&all_explore_secs)
-            .map(|(x, s)| x / s)
-            .collect();
-        figures.push(figure("explored states/s".to_owned(), "states/s", v));
-    }
+
     if a.json {
         print_json(&json!({
             "command": "bench",
             "wall_ms": clock.ms(),
-            "seeds": a.seeds,
-            "repeat": a.repeat,
-            "threads": 1,
-            "figures": figures.iter().map(|f| json!({
-                "name": f.name, "value": f.value, "unit": f.unit, "spread": f.spread,
-            })).collect::<Vec<_>>(),
+            "quick": setup.quick,
+            "seeds": setup.seeds,
+            "repeat": setup.repeat,
+            "threads": setup.threads,
+            "rss_seeds": setup.rss_seeds,
+            "baseline": {
+                "path": baseline_path.display().to_string(),
+                "found": base.is_some(),
+                "saved": a.save,
+            },
+            "madsim": match &madsim {
+                Madsim::NotAsked => Value::Null,
+                Madsim::Missing(reason) => json!({ "missing": reason }),
+                Madsim::Figures(path, _) => json!({ "file": path.display().to_string() }),
+            },
+            "worse": worse,
+            "notes": notes,
+            "figures": rows.iter().map(Row::json).collect::<Vec<_>>(),
         }));
     } else {
-        outln!(
-            "one thread, {} seeds x {} repetitions per scenario; median (spread)",
-            a.seeds,
-            a.repeat
-        );
-        for f in &figures {
-            outln!(
-                "  {:<40} {:>14.0} {:<9} ({:.1}%)",
-                f.name,
-                f.value,
-                f.unit,
-                f.spread * 100.0
-            );
+        print_header(&setup, swept.len(), explored.len());
+        match &base {
+            Some(b) => outln!(
+                "baseline: {} ({} figures; {} seeds x {} repetitions, {} threads{})",
+                baseline_path.display(),
+                b.figures.len(),
+                b.seeds,
+                b.repeat,
+                b.threads,
+                if b.quick { ", --quick" } else { "" }
+            ),
+            None => outln!("baseline: none ({})", baseline_path.display()),
+        }
+        print_table(&rows);
+        for n in &notes {
+            outln!("note: {n}");
+        }
+        outln!("bench took {:.1}s", clock.secs());
+    }
+    Ok(if a.fail_on_regression && !worse.is_empty() {
+        Verdict::Violated
+    } else {
+        Verdict::Held
+    })
+}
+
+/// Peak RSS after the two memory sweeps of `locks-contended` (or of the
+/// first swept scenario if it is not swept).
+fn measure_memory(setup: &Setup, swept: &[Scenario], report: &mut Report) -> Result<(), Failure> {
+    if setup.rss_seeds[0] == 0 {
+        report
+            .notes
+            .push("peak RSS not measured (--rss-seeds 0)".to_owned());
+        return Ok(());
+    }
+    let Some(s) = swept
+        .iter()
+        .find(|s| s.name == "locks-contended")
+        .or(swept.first())
+    else {
+        report
+            .notes
+            .push("peak RSS not measured: no swept scenario".to_owned());
+        return Ok(());
+    };
+    let mut reset_every_time = true;
+    for n in setup.rss_seeds {
+        setup.say(&format!("peak RSS: sweeping {n} seeds of {}", s.name));
+        reset_every_time &= memory::reset_peak();
+        let failures = sweep_quietly(s, n, setup.threads)?;
+        if failures > 0 {
+            report.notes.push(format!(
+                "the memory sweep of {} found {failures} failing seed(s): run `cargo xtask sweep --scenario {}`",
+                s.name, s.name
+            ));
+        }
+        match memory::peak_rss_mib() {
+            Some(mib) => report.figures.push(Figure {
+                name: format!("peak RSS after {n} seeds of {}", s.name),
+                value: mib,
+                unit: Unit::MiB,
+                spread: 0.0,
+            }),
+            None => report.notes.push(format!(
+                "peak RSS after {n} seeds of {}: unavailable (no /proc/self/status)",
+                s.name
+            )),
         }
     }
-    Ok(Verdict::Held)
+    if !reset_every_time {
+        report.notes.push(
+            "peak RSS could not be reset between sweeps (/proc/self/clear_refs): each figure is the process's peak so far".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// The empty world, on one core; its events/s figure.
+fn measure_empty(setup: &Setup, report: &mut Report) -> Figure {
+    setup.say("the empty world");
+    let run_one = |seed| empty::run(seed, RunOptions::default()).events;
+    let m = measure(&run_one, setup.seeds, setup.repeat, None);
+    let events = events_figure("empty world events/s".to_owned(), &m.one);
+    report.figures.push(events.clone());
+    report.figures.push(seeds_figure(
+        "empty world seeds/s".to_owned(),
+        &m.one,
+        setup.seeds,
+    ));
+    report.figures.push(Figure::of(
+        "empty world allocs/event",
+        Unit::AllocsPerEvent,
+        m.allocs,
+    ));
+    events
+}
+
+/// Every swept scenario, then the totals; returns the broadcast
+/// scenarios' totals (for the ratio to madsim).
+fn measure_sweeps(
+    setup: &Setup,
+    swept: &[Scenario],
+    empty_events: &Figure,
+    report: &mut Report,
+) -> Totals {
+    let (seeds, figures) = (setup.seeds, &mut report.figures);
+    let mut totals = Totals::default();
+    let mut broadcast = Totals::default();
+    for s in swept {
+        setup.say(&format!("sweeping {}", s.name));
+        let run_one = |seed| {
+            let spec = RunSpec {
+                scenario: s,
+                mutant: None,
+                seed,
+                choices: None,
+            };
+            run_spec(&spec, RunOptions::default()).events
+        };
+        let m = measure(&run_one, seeds, setup.repeat, Some(setup.threads));
+        let name = &s.name;
+        let one = events_figure(format!("{name} events/s"), &m.one);
+        figures.push(one.clone());
+        figures.push(seeds_figure(format!("{name} seeds/s"), &m.one, seeds));
+        figures.push(events_figure(format!("{name} events/s, all cores"), &m.all));
+        figures.push(seeds_figure(
+            format!("{name} seeds/s, all cores"),
+            &m.all,
+            seeds,
+        ));
+        figures.push(scaling_figure(format!("{name} scaling"), &m.one, &m.all));
+        figures.push(Figure::ratio(
+            format!("{name} events/s vs empty"),
+            &one,
+            empty_events,
+        ));
+        figures.push(Figure::of(
+            format!("{name} allocs/event"),
+            Unit::AllocsPerEvent,
+            m.allocs.clone(),
+        ));
+        totals.add(&m);
+        if s.protocol().name == "broadcast" {
+            broadcast.add(&m);
+        }
+    }
+    if !swept.is_empty() {
+        let n = seeds * swept.len() as u64;
+        let one = events_figure("simulated events/s".to_owned(), &totals.one);
+        figures.push(one.clone());
+        figures.push(seeds_figure("seeds/s".to_owned(), &totals.one, n));
+        figures.push(events_figure(
+            "simulated events/s, all cores".to_owned(),
+            &totals.all,
+        ));
+        figures.push(seeds_figure(
+            "seeds/s, all cores".to_owned(),
+            &totals.all,
+            n,
+        ));
+        figures.push(scaling_figure(
+            "scaling".to_owned(),
+            &totals.one,
+            &totals.all,
+        ));
+        figures.push(Figure::ratio(
+            "simulated events/s vs empty",
+            &one,
+            empty_events,
+        ));
+    }
+    broadcast
+}
+
+/// States/s of every explored scenario (a warm-up each), and the total.
+fn measure_explorations(setup: &Setup, explored: &[Scenario], report: &mut Report) {
+    let repeat = setup.repeat as usize;
+    let mut states = vec![0u64; repeat];
+    let mut secs = vec![0.0; repeat];
+    for s in explored {
+        setup.say(&format!("exploring {}", s.name));
+        crate::explore::explore_quietly(s, None, setup.max_states);
+        let mut states_per_sec = Vec::new();
+        for r in 0..repeat {
+            let t = Stopwatch::start();
+            let ex = crate::explore::explore_quietly(s, None, setup.max_states);
+            let took = t.secs().max(1e-9);
+            states_per_sec.push(ex.states as f64 / took);
+            states[r] += ex.states;
+            secs[r] += took;
+        }
+        report.figures.push(Figure::of(
+            format!("{} states/s", s.name),
+            Unit::StatesPerSec,
+            states_per_sec,
+        ));
+    }
+    if !explored.is_empty() {
+        report.figures.push(Figure::of(
+            "explored states/s",
+            Unit::StatesPerSec,
+            states
+                .iter()
+                .zip(&secs)
+                .map(|(n, s)| *n as f64 / s)
+                .collect(),
+        ));
+        if setup.quick {
+            report.notes.push(format!(
+                "explorations stop at {} states under --quick",
+                setup.max_states
+            ));
+        }
+    }
+}
+
+/// The madsim figures, and the native broadcast events/s against madsim's
+/// messages/s; or a note saying why not.
+fn add_madsim(madsim: &Madsim, broadcast: &Totals, report: &mut Report) {
+    match madsim {
+        Madsim::NotAsked => report.notes.push(
+            "madsim figures not measured: `cargo xtask bench` measures them and passes --madsim-figures".to_owned(),
+        ),
+        Madsim::Missing(reason) => report
+            .notes
+            .push(format!("madsim figures MISSING: {reason}")),
+        Madsim::Figures(path, figures) => {
+            report.figures.extend(figures.iter().cloned());
+            let messages = figures.iter().find(|f| f.name == MADSIM_MESSAGES);
+            match (messages, broadcast.one.is_empty()) {
+                (Some(m), false) => {
+                    let native = events_figure("broadcast events/s".to_owned(), &broadcast.one);
+                    report.figures.push(native.clone());
+                    report.figures.push(Figure::ratio(
+                        "broadcast events/s vs madsim messages/s",
+                        &native,
+                        m,
+                    ));
+                }
+                (None, _) => report.notes.push(format!(
+                    "no `{MADSIM_MESSAGES}` figure in {}: no ratio to madsim",
+                    path.display()
+                )),
+                (Some(_), true) => report
+                    .notes
+                    .push("no broadcast scenario swept: no ratio to madsim".to_owned()),
+            }
+        }
+    }
+}
+
+/// What people should know when reading this run against `b`.
+fn baseline_notes(b: &Baseline, setup: &Setup, figures: &[Figure], worse: &[&str]) -> Vec<String> {
+    let mut notes = Vec::new();
+    if b.quick != setup.quick {
+        notes.push(format!(
+            "the baseline was measured {} --quick and this run {}: the figures do not compare one to one",
+            if b.quick { "with" } else { "without" },
+            if setup.quick { "with it" } else { "without it" }
+        ));
+    }
+    if b.threads != setup.threads {
+        notes.push(format!(
+            "the baseline's all-cores figures used {} threads, this run {}",
+            b.threads, setup.threads
+        ));
+    }
+    let absent: Vec<&str> = b
+        .figures
+        .iter()
+        .filter(|s| !figures.iter().any(|f| f.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !absent.is_empty() {
+        notes.push(format!(
+            "in the baseline but not measured in this run: {}",
+            absent.join(", ")
+        ));
+    }
+    notes.push(if worse.is_empty() {
+        "no figure is more than 10% worse than the baseline".to_owned()
+    } else {
+        format!(
+            "{} figure(s) more than 10% worse than the baseline: {}",
+            worse.len(),
+            worse.join(", ")
+        )
+    });
+    notes
+}
+
+/// This run's figures as a baseline.
+fn to_baseline(setup: &Setup, figures: &[Figure]) -> Baseline {
+    Baseline {
+        format: baseline::FORMAT,
+        quick: setup.quick,
+        threads: setup.threads,
+        seeds: setup.seeds,
+        repeat: setup.repeat,
+        figures: figures
+            .iter()
+            .map(|f| Saved {
+                name: f.name.clone(),
+                value: f.value,
+                unit: f.unit.as_str().to_owned(),
+                spread: f.spread,
+            })
+            .collect(),
+    }
+}
+
+/// The swept and the explored scenarios: the named ones (`*-explore` ones
+/// explored), or every default scenario and every `*-explore` one.
+fn select(a: &BenchArgs) -> Result<(Vec<Scenario>, Vec<Scenario>), Failure> {
+    let all: Vec<Scenario> = if a.scenarios.is_empty() {
+        let catalog = a.dir.catalog()?;
+        catalog
+            .scenarios
+            .iter()
+            .filter(|s| s.default || is_explore(s))
+            .cloned()
+            .collect()
+    } else {
+        a.scenarios
+            .iter()
+            .map(|n| a.dir.scenario(n))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(all.into_iter().partition(|s| !is_explore(s)))
+}
+
+fn is_explore(s: &Scenario) -> bool {
+    s.name.ends_with("-explore")
+}
+
+/// Sweeps seeds `0..seeds` of `s` on all cores the way `sweep` does
+/// (bounded memory, nothing kept per seed); the failing seeds found.
+fn sweep_quietly(s: &Scenario, seeds: u64, threads: usize) -> Result<u64, Failure> {
+    let plan = Plan {
+        scenarios: vec![s.clone()],
+        mutant: None,
+        start: 0,
+        count: seeds,
+        shard: None,
+        jobs: threads,
+        time_budget: None,
+        max_failures: 1,
+        out: PathBuf::from("target/simcast/bench/failures"),
+        progress_bar: false,
+        progress_lines: false,
+        origin: "simcast bench".to_owned(),
+        shrink_budget: 0.0,
+    };
+    Ok(execute(&plan)?.failures.len() as u64)
+}
+
+/// A figure and how it compares with the baseline.
+struct Row<'a> {
+    figure: &'a Figure,
+    change: Option<baseline::Change>,
+}
+
+impl Row<'_> {
+    /// The flag for people: `SLOWER` for throughput and ratios, `WORSE`
+    /// for allocations and memory.
+    fn flag(&self) -> &'static str {
+        match self.change {
+            Some(c) if c.worse && self.figure.unit.higher_is_better() => "SLOWER",
+            Some(c) if c.worse => "WORSE",
+            _ => "",
+        }
+    }
+
+    fn json(&self) -> Value {
+        let f = self.figure;
+        let mut v = json!({
+            "name": f.name,
+            "value": f.value,
+            "unit": f.unit.as_str(),
+            "spread": f.spread,
+        });
+        if let Some(c) = self.change {
+            v["baseline"] = json!(c.baseline);
+            v["change"] = json!(c.change);
+            v["slower"] = json!(c.worse);
+        }
+        v
+    }
+}
+
+/// A value with as many decimals as its size deserves.
+fn show(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn print_header(setup: &Setup, swept: usize, explored: usize) {
+    outln!(
+        "bench{}: {swept} scenarios swept, {explored} explored; {} seeds x {} repetitions after a warm-up; one core, and all cores = {} threads",
+        if setup.quick { " --quick" } else { "" },
+        setup.seeds,
+        setup.repeat,
+        setup.threads
+    );
+}
+
+fn print_table(rows: &[Row<'_>]) {
+    let width = rows
+        .iter()
+        .map(|r| r.figure.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    outln!(
+        "{:<width$}  {:>12}  {:<12}  {:>7}  {:>11}  flag",
+        "name",
+        "median",
+        "unit",
+        "spread",
+        "vs baseline"
+    );
+    for r in rows {
+        let f = r.figure;
+        let change = match r.change {
+            Some(c) => c
+                .change
+                .map_or("n/a".to_owned(), |c| format!("{:+.1}%", c * 100.0)),
+            None => String::new(),
+        };
+        let line = format!(
+            "{:<width$}  {:>12}  {:<12}  {:>6.1}%  {:>11}  {}",
+            f.name,
+            show(f.value),
+            f.unit.as_str(),
+            f.spread * 100.0,
+            change,
+            r.flag()
+        );
+        outln!("{}", line.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_parse_back_from_their_names() {
+        for u in Unit::ALL {
+            assert_eq!(Unit::parse(u.as_str()), Some(u));
+        }
+        assert_eq!(Unit::parse("furlongs"), None);
+    }
+
+    #[test]
+    fn a_figure_is_the_median_with_its_spread() {
+        let f = Figure::of("f", Unit::SeedsPerSec, vec![12.0, 10.0, 8.0]);
+        assert_eq!(f.value, 10.0);
+        assert!((f.spread - 0.4).abs() < 1e-12);
+        let r = Figure::ratio("r", &f, &Figure::of("g", Unit::SeedsPerSec, vec![5.0]));
+        assert_eq!((r.value, r.unit), (2.0, Unit::Ratio));
+        assert!((r.spread - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn parallel_runs_cover_every_seed_once() {
+        let one = |seed: u64| seed + 1;
+        assert_eq!(run_seeds_on(&one, 100, 3), run_seeds(&one, 100));
+        assert_eq!(run_seeds_on(&one, 100, 3), (1..=100).sum::<u64>());
+    }
 }

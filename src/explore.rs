@@ -108,17 +108,18 @@ fn run_exploration(
     )
 }
 
-/// Explores a scenario with the default bounds and no progress output
-/// (for `bench`).
+/// Explores a scenario with its default depth and fault bounds, at most
+/// `max_states` states, and no progress output (for `bench`).
 pub fn explore_quietly(
     scenario: &Scenario,
     mutant: Option<&'static simcast_sim::registry::MutantInfo>,
+    max_states: u64,
 ) -> Exploration {
     let defaults = scenario.explore.unwrap_or_default();
     let bounds = Bounds {
         max_depth: defaults.max_depth,
         max_faults: defaults.max_faults,
-        max_states: 20_000_000,
+        max_states,
         dedup: true,
     };
     run_exploration(scenario, mutant, bounds, false)

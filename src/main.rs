@@ -4,6 +4,7 @@
 //! DESIGN.md section 4): `0` all checks held, `1` an invariant was violated
 //! or a replay diverged, `2` bad input or usage, with a message on stderr.
 
+mod alloc;
 mod bench;
 mod common;
 mod explore;
@@ -48,7 +49,9 @@ enum Command {
     /// Explore every run of a small configuration within bounds (model
     /// checking on the simulator's engine).
     Explore(explore::ExploreArgs),
-    /// Throughput figures on one core: simulated events/s and seeds/s.
+    /// Throughput figures: events/s and seeds/s on one core and on all
+    /// cores, states/s, allocations per event, peak memory; each compared
+    /// with a baseline.
     Bench(bench::BenchArgs),
     /// The nightly job: sweep every default scenario with fresh seeds for a
     /// time budget; shrink failures; write a report.

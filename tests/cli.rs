@@ -660,3 +660,226 @@ fn explore_reports_completeness_and_the_cost_of_no_dedup() {
         "paths cut by the depth bound"
     );
 }
+
+/// `bench --quick` on one small scenario, kept tiny for a debug build.
+fn quick_bench(baseline: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "bench",
+        "--quick",
+        "--json",
+        "--scenario",
+        "broadcast-small",
+        "--seeds",
+        "2",
+        "--repeat",
+        "2",
+        "--rss-seeds",
+        "10",
+        "--baseline",
+        baseline.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    simcast(&args)
+}
+
+#[test]
+fn bench_quick_reports_every_kind_of_figure_and_compares_with_its_saved_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("bench/baseline.json");
+    let madsim = dir.path().join("madsim.json");
+    fs::write(
+        &madsim,
+        r#"{"figures":[{"name":"madsim seeds/s","value":200.0,"unit":"seeds/s","spread":0.1},
+                       {"name":"madsim messages/s","value":150000.0,"unit":"msgs/s","spread":0.1}]}"#,
+    )
+    .unwrap();
+    let o = quick_bench(&baseline, &["--save"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["command"], "bench");
+    assert!(j["wall_ms"].is_u64());
+    assert_eq!(j["quick"], true);
+    assert!(j["threads"].as_u64().unwrap() >= 1);
+    assert_eq!(j["baseline"]["found"], false);
+    assert_eq!(j["baseline"]["saved"], true);
+    assert!(baseline.is_file(), "--save wrote the baseline");
+    let notes = j["notes"].to_string();
+    assert!(notes.contains("madsim figures not measured"), "{notes}");
+    let figures = j["figures"].as_array().unwrap();
+    let unit_of = |name: &str| -> String {
+        let f = figures
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure `{name}` in {figures:?}"));
+        let value = f["value"].as_f64().unwrap();
+        assert!(value.is_finite() && value > 0.0, "{name} = {value}");
+        assert!(f["spread"].as_f64().unwrap() >= 0.0, "{name}");
+        assert!(f.get("baseline").is_none(), "no baseline yet: {f}");
+        f["unit"].as_str().unwrap().to_owned()
+    };
+    for (name, unit) in [
+        ("broadcast-small events/s", "events/s"),
+        ("broadcast-small seeds/s", "seeds/s"),
+        ("broadcast-small events/s, all cores", "events/s"),
+        ("broadcast-small seeds/s, all cores", "seeds/s"),
+        ("broadcast-small scaling", "x"),
+        ("broadcast-small events/s vs empty", "x"),
+        ("broadcast-small allocs/event", "allocs/event"),
+        ("empty world events/s", "events/s"),
+        ("simulated events/s", "events/s"),
+        ("scaling", "x"),
+        ("peak RSS after 10 seeds of broadcast-small", "MiB"),
+        ("peak RSS after 100 seeds of broadcast-small", "MiB"),
+    ] {
+        assert_eq!(unit_of(name), unit, "{name}");
+    }
+
+    // Again, against the baseline just saved, with madsim figures.
+    let o = quick_bench(&baseline, &["--madsim-figures", madsim.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["baseline"]["found"], true);
+    assert_eq!(j["baseline"]["saved"], false);
+    let figures = j["figures"].as_array().unwrap();
+    let get = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure `{name}`"))
+    };
+    let events = get("broadcast-small events/s");
+    assert!(events["baseline"].as_f64().unwrap() > 0.0);
+    assert!(events["change"].is_f64());
+    assert!(events["slower"].is_boolean());
+    assert_eq!(get("madsim messages/s")["value"], 150000.0);
+    assert_eq!(get("madsim messages/s")["unit"], "msgs/s");
+    let ratio = get("broadcast events/s vs madsim messages/s");
+    assert_eq!(ratio["unit"], "x");
+    let native = get("broadcast events/s")["value"].as_f64().unwrap();
+    assert!((ratio["value"].as_f64().unwrap() - native / 150000.0).abs() < 1e-9);
+    // Figures the baseline does not have are not compared.
+    assert!(get("madsim seeds/s").get("baseline").is_none());
+
+    // People get a table with the change and the flag columns.
+    let o = quick_bench(&baseline, &["--madsim-missing", "the build failed"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["madsim"]["missing"], "the build failed");
+    assert!(j["notes"].to_string().contains("madsim figures MISSING"));
+}
+
+#[test]
+fn bench_human_output_is_a_table_against_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline.json");
+    fs::write(
+        &baseline,
+        r#"{"format": 1, "quick": true, "threads": 2, "seeds": 2, "repeat": 2, "figures": [
+            {"name": "empty world events/s", "value": 1e15, "unit": "events/s", "spread": 0.0},
+            {"name": "empty world allocs/event", "value": 1e-9, "unit": "allocs/event", "spread": 0.0},
+            {"name": "gone", "value": 1.0, "unit": "x", "spread": 0.0}
+        ]}"#,
+    )
+    .unwrap();
+    let o = simcast(&[
+        "bench",
+        "--quick",
+        "--scenario",
+        "tick-explore",
+        "--seeds",
+        "2",
+        "--repeat",
+        "2",
+        "--rss-seeds",
+        "0",
+        "--baseline",
+        baseline.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("vs baseline"), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {out}"))
+            .to_owned()
+    };
+    assert!(line("empty world events/s ").ends_with("SLOWER"), "{out}");
+    assert!(line("empty world allocs/event").ends_with("WORSE"), "{out}");
+    assert!(line("tick-explore states/s").contains("states/s"), "{out}");
+    assert!(out.contains("not measured in this run: gone"), "{out}");
+    assert!(
+        out.contains("more than 10% worse than the baseline"),
+        "{out}"
+    );
+    // ... which is a report, unless asked to fail.
+    let o = simcast(&[
+        "bench",
+        "--quick",
+        "--scenario",
+        "tick-explore",
+        "--seeds",
+        "2",
+        "--repeat",
+        "2",
+        "--rss-seeds",
+        "0",
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+}
+
+#[test]
+fn bench_with_a_corrupt_baseline_or_madsim_file_or_bad_counts_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("baseline.json");
+    fs::write(&corrupt, "{ \"format\": 1, \"figures\": [ oops").unwrap();
+    let base = [
+        "bench",
+        "--quick",
+        "--scenario",
+        "tick-bursty",
+        "--rss-seeds",
+        "0",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        simcast(&args)
+    };
+    let o = with(&["--baseline", corrupt.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(corrupt.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "nothing measured: {}", stdout(&o));
+
+    let missing = dir.path().join("none.json");
+    let madsim = dir.path().join("madsim.json");
+    fs::write(
+        &madsim,
+        r#"{"figures":[{"name":"m","value":1.0,"unit":"furlongs","spread":0.0}]}"#,
+    )
+    .unwrap();
+    let o = with(&[
+        "--baseline",
+        missing.to_str().unwrap(),
+        "--madsim-figures",
+        madsim.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains(madsim.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("furlongs"), "{}", stderr(&o));
+
+    let o = with(&["--baseline", missing.to_str().unwrap(), "--seeds", "0"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--seeds"), "{}", stderr(&o));
+}

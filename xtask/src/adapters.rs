@@ -17,14 +17,16 @@ pub const USAGE: &str =
            [--max-preemptions N] [--flaw notify-before-grant|notify-one]
 ";
 
-fn target_dir(root: &Path, name: &str) -> PathBuf {
+/// The target directory of a configuration (`madsim`, `loom`).
+pub(crate) fn target_dir(root: &Path, name: &str) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join(name)
 }
 
-fn rustflags(cfg: &str) -> String {
+/// `RUSTFLAGS` plus `--cfg CFG`.
+pub(crate) fn rustflags(cfg: &str) -> String {
     match std::env::var("RUSTFLAGS") {
         Ok(f) if !f.trim().is_empty() => format!("{f} --cfg {cfg}"),
         _ => format!("--cfg {cfg}"),

@@ -5,12 +5,14 @@
 //! mode; its stdout, stderr and exit code pass through, so the `--json` last
 //! line and the exit codes of DESIGN.md hold for `cargo xtask` too. `ci`
 //! runs `.ci/run`; `madsim` and `loom` run the adapters' checks
-//! (`adapters.rs`).
+//! (`adapters.rs`); `bench` measures the madsim workload first and passes
+//! its figures on (`bench.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod adapters;
+mod bench;
 
 /// Commands the `simcast` binary implements.
 const FORWARDED: &[(&str, &str)] = &[
@@ -33,7 +35,10 @@ const FORWARDED: &[(&str, &str)] = &[
         "list",
         "list scenarios, invariants, mutants, fault kinds and sites",
     ),
-    ("bench", "throughput figures: events/s, seeds/s, states/s"),
+    (
+        "bench",
+        "throughput, scaling, allocations, memory and madsim figures vs bench/baseline.json",
+    ),
 ];
 
 fn usage() -> String {
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         },
         "madsim" => adapters::madsim(&workspace_root(), &args[1..]),
         "loom" => adapters::loom(&workspace_root(), &args[1..]),
+        "bench" => bench::bench(&workspace_root(), &args),
         c if FORWARDED.iter().any(|(name, _)| *name == c) => forward(&args),
         other => {
             eprintln!("error: unknown command `{other}`\n\n{}", usage());

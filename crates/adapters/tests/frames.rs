@@ -234,6 +234,7 @@ fn a_client_closes_a_connection_that_sends_a_bad_reply_and_reconnects_with_backo
         });
         let client: RpcClient<StoreRequest, StoreReply> =
             RpcClient::new(fixed(addr), RpcConfig::default());
+        let sent_before = simcast_adapters::transport::frames_sent();
         let first = client.call(invoke(1).body, Duration::from_secs(5)).await;
         assert_eq!(
             first,
@@ -243,5 +244,9 @@ fn a_client_closes_a_connection_that_sends_a_bad_reply_and_reconnects_with_backo
         let second = client.call(invoke(2).body, Duration::from_secs(5)).await;
         assert_eq!(second, Ok(StoreReply::Applied { duplicate: false }));
         assert_eq!(store.record().len(), 1);
+        // Two requests and the good reply went through the transport (the
+        // bad reply was written raw). Other tests share the counter: at least.
+        let sent = simcast_adapters::transport::frames_sent() - sent_before;
+        assert!(sent >= 3, "{sent} frames counted");
     });
 }

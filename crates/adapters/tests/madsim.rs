@@ -16,7 +16,16 @@
 //! - `SIMCAST_MADSIM_JOBS` (default 2): seeds run in parallel;
 //! - `SIMCAST_MADSIM_KEEP_GOING`: a mutant run goes on after a failure;
 //! - `SIMCAST_MADSIM_CHECK_DETERMINISM`: every seed runs twice and madsim
-//!   compares their random draws (the first seed of a run always does).
+//!   compares their random draws (the first seed of a run always does);
+//! - `SIMCAST_MADSIM_FIGURES=FILE`: measure throughput instead (what
+//!   `cargo xtask bench` runs): the seeds run one at a time on one thread,
+//!   without the determinism double run, once as a warm-up and then
+//!   `SIMCAST_MADSIM_REPEAT` times (default 3); a failing seed still fails
+//!   the test. FILE gets one JSON
+//!   object whose `figures` (`[{name, value, unit, spread}]`, as `simcast
+//!   bench --json`) are `madsim seeds/s` and `madsim messages/s` (frames
+//!   sent by the transport per wall-clock second), each the median over the
+//!   repetitions with spread (max - min) / median.
 //!
 //! A failing seed is printed with the command that replays it.
 //!
@@ -26,6 +35,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +48,7 @@ use simcast_adapters::catalog::CatalogFlaw;
 use simcast_adapters::check::{Verdict, check};
 use simcast_adapters::disk::{Disk, MemDisk, MemLatency};
 use simcast_adapters::node::{ChannelServer, Coordinator, CoordinatorConfig, Store, StoreFlaw};
-use simcast_adapters::transport::{RpcClient, RpcConfig, fixed};
+use simcast_adapters::transport::{RpcClient, RpcConfig, fixed, frames_sent};
 use simcast_adapters::wire::{ClientReply, ClientRequest};
 use simcast_adapters::workload::{ClientReport, WorkloadConfig, payload, run_client};
 use simcast_machines::broadcast::{ChannelId, Config, GcConfig};
@@ -356,6 +366,80 @@ fn replay_command(seed: u64, mutant: Option<&str>) -> String {
     }
 }
 
+/// A median and its spread, (max - min) / median.
+fn median_and_spread(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    let spread = if median > 0.0 {
+        (samples[samples.len() - 1] - samples[0]) / median
+    } else {
+        0.0
+    };
+    (median, spread)
+}
+
+/// `SIMCAST_MADSIM_FIGURES`: runs the seeds one at a time, once to warm up
+/// and then `SIMCAST_MADSIM_REPEAT` times, and writes the throughput
+/// figures to `path`.
+fn measure_throughput(path: &Path, start: u64, count: u64, mutant: Option<&'static str>) {
+    let repeat = env_u64("SIMCAST_MADSIM_REPEAT", 3).max(1);
+    println!(
+        "madsim: measuring throughput: seeds {start}..{} ({count}) one at a time, {repeat} repetitions",
+        start + count
+    );
+    let run_all = || {
+        let frames_before = frames_sent();
+        let began = Instant::now();
+        for seed in start..start + count {
+            if let Err(e) = run_seed(seed, mutant, false) {
+                println!("seed {seed} FAILED: {e}");
+                println!("  replay: {}", replay_command(seed, mutant));
+                panic!("seed {seed} failed while measuring throughput");
+            }
+        }
+        (
+            began.elapsed().as_secs_f64().max(1e-9),
+            frames_sent() - frames_before,
+        )
+    };
+    // A warm-up, as `simcast bench` does; then the measured repetitions.
+    let (_, warm_frames) = run_all();
+    let mut seeds_per_sec = Vec::new();
+    let mut msgs_per_sec = Vec::new();
+    let mut frames_per_repetition = Vec::new();
+    for _ in 0..repeat {
+        let (secs, frames) = run_all();
+        seeds_per_sec.push(count as f64 / secs);
+        msgs_per_sec.push(frames as f64 / secs);
+        frames_per_repetition.push(frames);
+    }
+    // The same seeds must send the same frames: a cheap determinism check.
+    if frames_per_repetition.iter().any(|f| *f != warm_frames) {
+        println!(
+            "madsim: WARNING: the same seeds sent different numbers of frames: {warm_frames} (warm-up), then {frames_per_repetition:?}"
+        );
+    }
+    let (seeds, seeds_spread) = median_and_spread(seeds_per_sec);
+    let (msgs, msgs_spread) = median_and_spread(msgs_per_sec);
+    let json = format!(
+        concat!(
+            "{{\"command\":\"madsim-bench\",\"start\":{},\"seeds\":{},\"repeat\":{},",
+            "\"frames_per_repetition\":{},\"figures\":[",
+            "{{\"name\":\"madsim seeds/s\",\"value\":{},\"unit\":\"seeds/s\",\"spread\":{}}},",
+            "{{\"name\":\"madsim messages/s\",\"value\":{},\"unit\":\"msgs/s\",\"spread\":{}}}]}}\n"
+        ),
+        start, count, repeat, frames_per_repetition[0], seeds, seeds_spread, msgs, msgs_spread
+    );
+    std::fs::write(path, json).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    println!(
+        "madsim: {seeds:.1} seeds/s ({:.1}%), {msgs:.0} messages/s ({:.1}%), {} frames per repetition; figures in {}",
+        seeds_spread * 100.0,
+        msgs_spread * 100.0,
+        frames_per_repetition[0],
+        path.display()
+    );
+}
+
 #[test]
 fn exactly_once_and_in_order_across_kills_loss_and_partitions() {
     let mutant: Option<&'static str> = match std::env::var("SIMCAST_MADSIM_MUTANT") {
@@ -384,6 +468,10 @@ fn exactly_once_and_in_order_across_kills_loss_and_partitions() {
     let keep_going = std::env::var_os("SIMCAST_MADSIM_KEEP_GOING").is_some();
     let check_all = std::env::var_os("SIMCAST_MADSIM_CHECK_DETERMINISM").is_some();
     MUTANT.set(mutant).expect("set once");
+    if let Some(path) = std::env::var_os("SIMCAST_MADSIM_FIGURES").filter(|p| !p.is_empty()) {
+        measure_throughput(Path::new(&path), start, count, mutant);
+        return;
+    }
     println!(
         "madsim: seeds {start}..{} ({count}), {jobs} at a time, mutant: {}",
         start + count,

@@ -22,6 +22,10 @@
 //! A violation ends the exploration with its path of decisions, which a
 //! recorded source replays exactly.
 
+// The visited set is the one hash map in the simulated path: it is only
+// looked up, never iterated, and hashes with a fixed function (no random
+// state), so neither its order nor its seed can reach an exploration.
+#[allow(clippy::disallowed_types)]
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as HashEntry;
 use std::hash::BuildHasherDefault;
@@ -146,6 +150,7 @@ impl std::hash::Hasher for FingerprintHasher {
     }
 }
 
+#[allow(clippy::disallowed_types)]
 type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
 
 /// Enumerates the decision tree of one step of `from` (or of construction,

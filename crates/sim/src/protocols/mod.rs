@@ -8,6 +8,7 @@
 
 pub mod broadcast;
 pub mod checks;
+pub mod empty;
 pub mod fanout;
 pub mod keys;
 pub mod locks;
