@@ -435,7 +435,7 @@ pub fn crash_test_op(k: u64) -> simcast_machines::broadcast::CatalogOp {
         state: TaskState::Pending,
         message: Message {
             payload: k,
-            targets: BTreeSet::from([ChannelId(0)]),
+            targets: BTreeSet::from([ChannelId(0)]).into(),
             keys: LockRequest::for_broadcast([ResourceKey::collection("db", "c", false)]),
         },
         acks: AckSet::new(),

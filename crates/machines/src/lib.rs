@@ -17,5 +17,6 @@ pub mod fanout;
 pub mod locks;
 pub mod pubsub;
 pub mod replication;
+pub mod scratch;
 pub mod tick;
 pub mod time;

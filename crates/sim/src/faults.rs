@@ -9,6 +9,7 @@
 //! 0 is "off", so shrinking turns off kinds a failure does not need.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::hash::Hash;
 
 use serde::Serialize;
@@ -238,23 +239,29 @@ impl FaultState {
         let mut text = String::from(if config.swarm { "swarm:" } else { "faults:" });
         for kind in protocol.faults {
             let base = config.rates.get(kind.name).copied().map_or(0, ppm);
-            let (rate, shown) = if base == 0 {
-                (0, "off".to_owned())
+            // Written in place: a run draws its options once, but a sweep
+            // runs many short seeds.
+            let _ = write!(text, " {}=", kind.name);
+            let rate = if base == 0 {
+                text.push_str("off");
+                0
             } else if !config.swarm {
-                (base, format!("{}", f64::from(base) / 1e6))
+                let _ = write!(text, "{}", f64::from(base) / 1e6);
+                base
             } else if chooser.choose(2) == 0 {
-                (0, "off".to_owned())
+                text.push_str("off");
+                0
             } else {
                 let (num, den, label) = SWARM_FACTORS[chooser.choose(3) as usize];
                 let rate =
                     (u64::from(base) * u64::from(num) / u64::from(den)).min(1_000_000) as u32;
-                (rate, format!("{}({label})", f64::from(rate) / 1e6))
+                let _ = write!(text, "{}({label})", f64::from(rate) / 1e6);
+                rate
             };
             ppms.push(rate);
-            text.push_str(&format!(" {}={shown}", kind.name));
         }
         if let Some(max) = config.max {
-            text.push_str(&format!(" max={max}"));
+            let _ = write!(text, " max={max}");
         }
         let targeted: Vec<Armed> = config
             .targeted

@@ -5,6 +5,7 @@
 //! retry) change nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,9 @@ pub enum AckOutcome {
 /// The acks of one task, by channel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AckSet {
-    acks: BTreeMap<ChannelId, AckInfo>,
+    /// Shared until written: a task's acks are copied into each of its
+    /// catalog writes, and change only when an ack is recorded.
+    acks: Arc<BTreeMap<ChannelId, AckInfo>>,
 }
 
 impl AckSet {
@@ -52,7 +55,10 @@ impl AckSet {
         if !targets.contains(&channel) {
             return AckOutcome::NotATarget;
         }
-        match self.acks.entry(channel) {
+        if self.acks.contains_key(&channel) {
+            return AckOutcome::Duplicate;
+        }
+        match Arc::make_mut(&mut self.acks).entry(channel) {
             std::collections::btree_map::Entry::Occupied(_) => AckOutcome::Duplicate,
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(info);

@@ -39,6 +39,7 @@ mod scheduler;
 use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +101,10 @@ pub struct Body {
 pub struct Message {
     /// The callback's effect.
     pub payload: u64,
-    /// Target channels, including the control channel.
-    pub targets: BTreeSet<ChannelId>,
+    /// Target channels, including the control channel. Shared: a message is
+    /// copied into every append, catalog write and replicate header, and
+    /// its targets never change.
+    pub targets: Arc<BTreeSet<ChannelId>>,
     /// The broadcast's resource keys (replicated tasks order by them).
     pub keys: LockRequest,
 }
@@ -739,7 +742,7 @@ impl Broadcaster {
         self.hit(Tr::NewPending);
         let message = Message {
             payload: body.payload,
-            targets: body.targets,
+            targets: Arc::new(body.targets),
             keys: h.keys,
         };
         let channels = message

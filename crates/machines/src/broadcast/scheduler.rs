@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick, Tr};
 use crate::locks::LockRequest;
+use crate::scratch::Scratch;
 
 /// Tasks whose control channel is acked and whose callback has not
 /// succeeded, in control-tick order.
@@ -21,6 +22,10 @@ use crate::locks::LockRequest;
 pub(super) struct CallbackQueue {
     entries: BTreeMap<(TimeTick, BroadcastId), LockRequest>,
     tick_of: BTreeMap<BroadcastId, TimeTick>,
+    /// `schedule_callbacks`' buffers: the keys that block later tasks, the
+    /// tasks to start.
+    blockers: Scratch<Vec<LockRequest>>,
+    start: Scratch<Vec<BroadcastId>>,
 }
 
 impl CallbackQueue {
@@ -46,8 +51,8 @@ impl Broadcaster {
     pub(super) fn schedule_callbacks(&mut self) {
         let overtake = self.cfg.flaw == Some(BroadcastFlaw::CallbackOvertake);
         let before_acks = self.cfg.flaw == Some(BroadcastFlaw::CallbackBeforeAllAcks);
-        let mut blockers: Vec<&LockRequest> = Vec::new();
-        let mut start: Vec<BroadcastId> = Vec::new();
+        let mut blockers = self.queue.blockers.take();
+        let mut start = self.queue.start.take();
         let mut held_back = false;
         for ((_, id), keys) in &self.queue.entries {
             let task = &self.tasks[id];
@@ -55,7 +60,7 @@ impl Broadcaster {
             let ready = before_acks || task.acks_complete_and_durable();
             if task.callback == CallbackProgress::Queued && ready && !blocked {
                 start.push(*id);
-                blockers.push(keys);
+                blockers.push(keys.clone());
                 continue;
             }
             if task.callback == CallbackProgress::Queued && ready && blocked {
@@ -66,16 +71,19 @@ impl Broadcaster {
                 CallbackProgress::Running { .. } | CallbackProgress::Backoff { .. }
             );
             if !overtake || in_progress {
-                blockers.push(keys);
+                blockers.push(keys.clone());
             }
         }
+        blockers.clear();
+        self.queue.blockers.put(blockers);
         if held_back {
             self.hit(Tr::CallbackHeldBack);
         }
-        for id in start {
+        for id in start.drain(..) {
             self.hit(Tr::CallbackRunning);
             self.invoke(id, 1);
         }
+        self.queue.start.put(start);
         debug_assert!(self.queue.len() == self.queue.tick_of.len());
     }
 }

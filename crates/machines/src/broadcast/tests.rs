@@ -470,7 +470,7 @@ fn acks_of_unknown_ids_are_ignored_unless_they_carry_a_replicate_header() {
     assert_eq!(h.b.task_state(BroadcastId(5)), None);
     let message = Message {
         payload: 5,
-        targets: [CC, V1].into(),
+        targets: Arc::new([CC, V1].into()),
         keys: LockRequest::for_broadcast([db("a")]),
     };
     h.b.handle_ack(
@@ -532,7 +532,7 @@ fn replicated_ack(
         info: info(tick, tick),
         replicate: Some(Message {
             payload: id,
-            targets: targets.iter().copied().collect(),
+            targets: Arc::new(targets.iter().copied().collect()),
             keys: LockRequest::for_broadcast(keys.iter().cloned()),
         }),
     }
@@ -727,7 +727,7 @@ fn record(
 ) -> TaskRecord {
     let message = Message {
         payload: id,
-        targets: targets.iter().copied().collect(),
+        targets: Arc::new(targets.iter().copied().collect()),
         keys: LockRequest::for_broadcast(keys.iter().cloned()),
     };
     let mut acks = AckSet::new();

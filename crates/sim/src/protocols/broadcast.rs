@@ -1126,12 +1126,11 @@ impl BroadcastWorld {
             return;
         };
         let table = b.lock_table();
-        let held: Vec<_> = table.held().collect();
-        for (i, x) in held.iter().enumerate() {
-            for y in &held[i + 1..] {
+        for (i, x) in table.held().enumerate() {
+            for y in table.held().skip(i + 1) {
                 let (rx, ry) = (
-                    table.request(*x).expect("held"),
-                    table.request(*y).expect("held"),
+                    table.request(x).expect("held"),
+                    table.request(y).expect("held"),
                 );
                 if clash(rx, ry) {
                     cx.violate(
@@ -1817,7 +1816,7 @@ impl BroadcastWorld {
             else {
                 continue;
             };
-            for t in targets {
+            for t in targets.iter() {
                 let copies = cl.logs[t.0 as usize].iter().filter(|e| e.id == *id).count();
                 if copies == 0 {
                     return Some((
