@@ -45,6 +45,7 @@ mod backend;
 use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -83,19 +84,19 @@ impl fmt::Display for OperationId {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BackendKey {
     /// The service instance hosting the backend.
-    pub instance: String,
+    pub instance: Arc<str>,
     /// The backend's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The backend's version.
-    pub version: String,
+    pub version: Arc<str>,
 }
 
 impl BackendKey {
     /// A key from its three parts.
     pub fn new(
-        instance: impl Into<String>,
-        name: impl Into<String>,
-        version: impl Into<String>,
+        instance: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
+        version: impl Into<Arc<str>>,
     ) -> Self {
         BackendKey {
             instance: instance.into(),
@@ -129,8 +130,9 @@ pub enum Operation {
     /// Release the file handles held below a path prefix.
     ReleaseHandles {
         /// The path prefix (a `/`-separated path, kept as text so that the
-        /// value is the same on every platform).
-        path_prefix: String,
+        /// value is the same on every platform; shared: an operation is
+        /// copied into every backend's request and answer record).
+        path_prefix: Arc<str>,
     },
     /// Stop accepting new work and drain.
     Quiesce {
@@ -141,7 +143,7 @@ pub enum Operation {
 
 impl Operation {
     /// A release-handles operation for `path_prefix`.
-    pub fn release_handles(path_prefix: impl Into<String>) -> Self {
+    pub fn release_handles(path_prefix: impl Into<Arc<str>>) -> Self {
         Operation::ReleaseHandles {
             path_prefix: path_prefix.into(),
         }

@@ -76,6 +76,7 @@ mod router;
 use core::fmt;
 use core::time::Duration;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -94,11 +95,11 @@ impl fmt::Display for ActorId {
 
 /// A named channel, e.g. `order.events`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Channel(pub String);
+pub struct Channel(pub Arc<str>);
 
 impl Channel {
     /// A channel by name.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
         Channel(name.into())
     }
 }
@@ -111,11 +112,11 @@ impl fmt::Display for Channel {
 
 /// The action a subscriber names to handle a channel's events.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Action(pub String);
+pub struct Action(pub Arc<str>);
 
 impl Action {
     /// An action by name.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
         Action(name.into())
     }
 }
@@ -150,7 +151,8 @@ pub struct Event {
     /// Its identity.
     pub id: EventId,
     /// The channels it is published to (never empty when built by a peer).
-    pub channels: BTreeSet<Channel>,
+    /// Shared: an event is copied to every recipient and every retransmit.
+    pub channels: Arc<BTreeSet<Channel>>,
     /// The payload (opaque).
     pub payload: u64,
 }
@@ -216,8 +218,8 @@ pub enum ToPeer {
         /// The event.
         event: Event,
         /// The recipient's subscriptions matching the event's channels, when
-        /// it was accepted.
-        matched: Vec<Subscription>,
+        /// it was accepted (shared with the router's copy for redelivery).
+        matched: Arc<[Subscription]>,
     },
 }
 
@@ -227,7 +229,7 @@ pub struct Delivery {
     /// The event.
     pub event: Event,
     /// The subscriptions it matched (channel and handling action).
-    pub matched: Vec<Subscription>,
+    pub matched: Arc<[Subscription]>,
 }
 
 /// What a peer asks of its driver, or reports to it.

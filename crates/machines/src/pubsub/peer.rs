@@ -1,6 +1,7 @@
 //! The peer: one actor's end of the pub/sub system.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +99,7 @@ pub struct Peer {
     cfg: PubsubConfig,
     d: PeerDurable,
     /// Reliable: events that arrived ahead of `next_link`.
-    reorder: BTreeMap<u64, (Event, Vec<Subscription>)>,
+    reorder: BTreeMap<u64, (Event, Arc<[Subscription]>)>,
     /// Flaw `NoReorderBuffer`: link numbers already delivered out of order.
     ahead: BTreeSet<u64>,
     retransmit_at: Option<Time>,
@@ -227,7 +228,7 @@ impl Peer {
         self.d.next_pub_seq += 1;
         let event = Event {
             id,
-            channels,
+            channels: Arc::new(channels),
             payload,
         };
         if reliable {
@@ -339,7 +340,7 @@ impl Peer {
 
     /// Fire-and-forget: deliver only what is newer than the last event
     /// delivered from the same publisher.
-    fn receive_unreliable(&mut self, event: Event, matched: Vec<Subscription>) {
+    fn receive_unreliable(&mut self, event: Event, matched: Arc<[Subscription]>) {
         let publisher = event.id.publisher;
         let seq = event.id.seq;
         let last = self.d.last_from.get(&publisher).copied().unwrap_or(0);
@@ -359,7 +360,7 @@ impl Peer {
 
     /// Reliable: deliver in link order, exactly once; acknowledge
     /// cumulatively.
-    fn receive_reliable(&mut self, link: u64, event: Event, matched: Vec<Subscription>) {
+    fn receive_reliable(&mut self, link: u64, event: Event, matched: Arc<[Subscription]>) {
         let next = self.d.next_link;
         if link == 0 {
             return;
@@ -411,7 +412,7 @@ impl Peer {
         debug_assert!(self.reorder.keys().all(|l| *l > self.d.next_link));
     }
 
-    fn deliver(&mut self, event: Event, matched: Vec<Subscription>) {
+    fn deliver(&mut self, event: Event, matched: Arc<[Subscription]>) {
         self.outputs
             .push_back(PeerOutput::Deliver(Delivery { event, matched }));
     }

@@ -2,6 +2,7 @@
 //! the recipients fixed at its acceptance.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +66,7 @@ struct Link {
     /// The link sequence number the next event gets (from 1).
     next_seq: u64,
     /// Forwarded and not yet acknowledged, by link sequence number.
-    unacked: BTreeMap<u64, (Event, Vec<Subscription>)>,
+    unacked: BTreeMap<u64, (Event, Arc<[Subscription]>)>,
 }
 
 impl Default for Link {
@@ -238,7 +239,11 @@ impl Router {
                     return;
                 };
                 let before = link.unacked.len();
-                link.unacked = link.unacked.split_off(&upto.saturating_add(1));
+                while let Some(first) = link.unacked.first_entry()
+                    && *first.key() <= upto
+                {
+                    first.remove();
+                }
                 let freed = link.unacked.len() < before;
                 if freed {
                     self.hit(Tr::DeliverAckFreed);
@@ -349,7 +354,7 @@ impl Router {
     /// subscribers of any of its channels, except its publisher.
     fn recipients(&self, event: &Event) -> BTreeMap<ActorId, Vec<Subscription>> {
         let mut out: BTreeMap<ActorId, Vec<Subscription>> = BTreeMap::new();
-        for channel in &event.channels {
+        for channel in event.channels.iter() {
             let Some(subs) = self.d.subscriptions.get(channel) else {
                 continue;
             };
@@ -365,6 +370,17 @@ impl Router {
         out
     }
 
+    /// Whether `f` holds for any recipient of `event` now (see
+    /// [`Router::recipients`]), without listing them.
+    fn any_recipient(&self, event: &Event, mut f: impl FnMut(ActorId) -> bool) -> bool {
+        event.channels.iter().any(|channel| {
+            self.d.subscriptions.get(channel).is_some_and(|subs| {
+                subs.keys()
+                    .any(|actor| *actor != event.id.publisher && f(*actor))
+            })
+        })
+    }
+
     /// Fixes the recipients of `event` and forwards it to each.
     fn accept(&mut self, now: Time, event: Event) {
         let recipients = self.recipients(&event);
@@ -377,6 +393,7 @@ impl Router {
             recipients: recipients.keys().copied().collect(),
         });
         for (to, matched) in recipients {
+            let matched: Arc<[Subscription]> = matched.into();
             let link = if reliable {
                 let link = self.d.links.entry(to).or_default();
                 let seq = link.next_seq;
@@ -411,10 +428,7 @@ impl Router {
                 break;
             };
             let max = self.cfg.max_link_queue.max(1);
-            let full = self
-                .recipients(event)
-                .keys()
-                .any(|a| self.unacked(*a) >= max);
+            let full = self.any_recipient(event, |a| self.unacked(a) >= max);
             if full {
                 self.hit(Tr::PublishHeldBack);
                 break;

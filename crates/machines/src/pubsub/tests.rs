@@ -226,7 +226,7 @@ fn a_multi_channel_publish_reaches_each_subscriber_once_with_its_matching_subscr
         s.settle();
         assert_eq!(s.got(B), [id], "{mode:?}: once, not once per channel");
         assert_eq!(
-            s.delivered[&B][0].matched,
+            *s.delivered[&B][0].matched,
             [
                 Subscription {
                     channel: ch("audit.events"),
@@ -381,7 +381,7 @@ fn forged_and_malformed_messages_are_ignored() {
     s.settle();
     let forged = Event {
         id: ev(C, 1),
-        channels: [ch("x")].into(),
+        channels: std::sync::Arc::new([ch("x")].into()),
         payload: 0,
     };
     s.router
@@ -404,7 +404,7 @@ fn forged_and_malformed_messages_are_ignored() {
         ToPeer::Deliver {
             link: None,
             event: forged,
-            matched: vec![],
+            matched: Vec::new().into(),
         },
     );
     s.drain();
@@ -451,10 +451,10 @@ fn fire_and_forget_drops_events_older_than_the_last_delivered_from_that_publishe
         link: None,
         event: Event {
             id: e,
-            channels: [ch("x")].into(),
+            channels: std::sync::Arc::new([ch("x")].into()),
             payload: 0,
         },
-        matched: vec![],
+        matched: Vec::new().into(),
     };
     for e in [ev(A, 2), ev(A, 1), ev(C, 1), ev(A, 2), ev(A, 3)] {
         fresh.peer(B).handle_message(Time::ZERO, msg(e));

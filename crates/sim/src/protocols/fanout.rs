@@ -43,6 +43,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use core::time::Duration;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ use simcast_machines::fanout::{
 };
 use simcast_machines::time::Time;
 
-use crate::engine::{Cx, NodeId, Protocol};
+use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
 use crate::protocols::checks::{self, us};
 use crate::registry::{
@@ -315,6 +316,9 @@ struct Params {
     detect_us: (u64, u64),
     replace_us: (u64, u64),
     flaw: Option<FanoutFlaw>,
+    /// The callers' release-handles paths, `/data/0` to `/data/7`, built
+    /// once (constant: adds nothing to the world's identity).
+    paths: Shared<Vec<Arc<str>>>,
 }
 
 /// A backend slot and its version: which backend instance a message is for.
@@ -338,6 +342,14 @@ fn key_of(a: Addr) -> BackendKey {
         format!("backend-{}", a.slot + 1),
         format!("v{}", a.version),
     )
+}
+
+/// The key of `a`: the slot's, if `a` is its current version.
+fn key(slots: &[Slot], a: Addr) -> BackendKey {
+    match slots.get(a.slot as usize) {
+        Some(s) if s.version == a.version => s.key.clone(),
+        _ => key_of(a),
+    }
 }
 
 fn addr_of(key: &BackendKey) -> Option<Addr> {
@@ -556,10 +568,15 @@ impl fmt::Display for FanoutNote {
 struct Slot {
     node: NodeId,
     version: u32,
+    /// The current version's key (a function of the slot and `version`).
+    key: BackendKey,
     cfg: BackendConfig,
     /// Up and running (`None` while down or before joining).
     backend: Option<Backend>,
-    /// The current version's durable storage.
+    /// The current version's storage while it is down (empty while it is
+    /// up). A backend saves its durable state after every call and crashes
+    /// only between calls, so its state at the crash is its last save: it
+    /// is copied then, not after every call.
     durable: BackendDurable,
     joined: bool,
     /// Apply effects in flight in this incarnation (the world's record).
@@ -629,6 +646,7 @@ impl FanoutWorld {
             .with_max_in_flight(w.max_in_flight as usize);
         FanoutWorld {
             p: Params {
+                paths: Shared::new((0..8).map(|i| format!("/data/{i}").into()).collect()),
                 backends: w.backends,
                 late_backends: w.late_backends,
                 operations: w.operations,
@@ -862,7 +880,7 @@ impl FanoutWorld {
             ][cx.choose(3) as usize];
             Operation::quiesce(reason)
         } else {
-            Operation::release_handles(format!("/data/{}", self.caller_attempts % 8))
+            Operation::release_handles(self.p.paths[(self.caller_attempts % 8) as usize].clone())
         };
         if self.broker.is_some() {
             let now = cx.now();
@@ -919,7 +937,7 @@ impl FanoutWorld {
         {
             rec.answers.entry(from).or_insert(reply.answer);
         }
-        let key = key_of(from);
+        let key = key(&self.slots, from);
         let outcome = self.with_broker(cx, |b, now| b.handle_reply(now, &key, reply));
         if let Some(outcome) = outcome
             && outcome != ReplyOutcome::Recorded
@@ -974,7 +992,7 @@ impl FanoutWorld {
         self.next_incarnation += 1;
         let mut b = Broker::with_flaw(self.p.policy, incarnation, self.flaw());
         for r in &self.registry {
-            b.register(key_of(r.addr), r.live);
+            b.register(key(&self.slots, r.addr), r.live);
         }
         self.broker = Some(b);
         cx.note(FanoutNote::BrokerRecovered { incarnation });
@@ -997,7 +1015,7 @@ impl FanoutWorld {
             backend: addr,
             live,
         });
-        let key = key_of(addr);
+        let key = key(&self.slots, addr);
         if let Some(b) = self.broker.as_mut() {
             if live {
                 b.register(key, true);
@@ -1019,7 +1037,7 @@ impl FanoutWorld {
             live: true,
         });
         if let Some(b) = self.broker.as_mut() {
-            b.register(key_of(addr), true);
+            b.register(key(&self.slots, addr), true);
         }
     }
 
@@ -1041,11 +1059,11 @@ impl FanoutWorld {
 
     fn new_backend(&self, slot: u32) -> Backend {
         let s = &self.slots[slot as usize];
-        Backend::with_flaw(key_of(self.addr(slot)), s.cfg.clone(), self.flaw())
+        Backend::with_flaw(s.key.clone(), s.cfg.clone(), self.flaw())
     }
 
     /// Runs `f` on the backend of `slot` (if up), then carries out what it
-    /// asks for and saves its durable state.
+    /// asks for (its durable state is copied when it crashes).
     fn with_backend<R>(
         &mut self,
         cx: &mut Cx<Self>,
@@ -1063,10 +1081,6 @@ impl FanoutWorld {
                 BackendOutput::Apply { id, op } => self.on_apply(cx, at, id, op),
                 BackendOutput::Reply(reply) => self.send_reply(cx, at, reply),
             }
-        }
-        let s = &mut self.slots[slot as usize];
-        if let Some(b) = s.backend.as_ref() {
-            s.durable = b.durable().clone();
         }
         Some(r)
     }
@@ -1147,6 +1161,7 @@ impl FanoutWorld {
         let s = &mut self.slots[slot as usize];
         cx.crash(s.node);
         if let Some(b) = s.backend.take() {
+            s.durable = b.durable().clone();
             self.lost_coverage[1].merge(b.coverage());
         }
         s.applying.clear();
@@ -1164,7 +1179,8 @@ impl FanoutWorld {
         cx.restart(s.node);
         let addr = self.addr(slot);
         let s = &mut self.slots[slot as usize];
-        let b = Backend::recover(key_of(addr), s.cfg.clone(), self.p.flaw, &s.durable);
+        let durable = std::mem::take(&mut s.durable);
+        let b = Backend::recover(s.key.clone(), s.cfg.clone(), self.p.flaw, &durable);
         cx.note(FanoutNote::BackendRecovered {
             backend: addr,
             quiesced: b.is_quiesced(),
@@ -1255,6 +1271,10 @@ impl FanoutWorld {
         cx.restart(s.node);
         s.applying.clear();
         s.version += 1;
+        s.key = key_of(Addr {
+            slot,
+            version: s.version,
+        });
         s.durable = BackendDurable::default();
         s.replacing = false;
         let b = self.new_backend(slot);
@@ -1393,6 +1413,7 @@ impl Protocol for FanoutWorld {
             self.slots.push(Slot {
                 node,
                 version: 1,
+                key: key_of(Addr { slot, version: 1 }),
                 cfg,
                 backend: None,
                 durable: BackendDurable::default(),

@@ -48,7 +48,7 @@ use simcast_machines::pubsub::{
 };
 use simcast_machines::time::Time;
 
-use crate::engine::{Cx, NodeId, Protocol};
+use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
 use crate::protocols::checks::{self, us};
 use crate::registry::{
@@ -294,10 +294,23 @@ struct Params {
     burst: u32,
     late: u64,
     restart_us: (u64, u64),
+    /// `ch{i}` and `on-ch{i}` for every channel, built once (a function
+    /// of `channels`: adds nothing to the world's identity).
+    names: Shared<Vec<(Channel, Action)>>,
 }
 
 fn channel(i: u32) -> Channel {
     Channel::new(format!("ch{i}"))
+}
+
+impl Params {
+    fn channel(&self, i: u32) -> Channel {
+        self.names[i as usize].0.clone()
+    }
+
+    fn action(&self, i: u32) -> Action {
+        self.names[i as usize].1.clone()
+    }
 }
 
 fn channel_index(c: &Channel) -> Option<u32> {
@@ -487,6 +500,8 @@ struct ControlRec {
 struct Node {
     node: NodeId,
     peer: Option<Peer>,
+    /// The peer's storage while it is down (empty while it is up; copied
+    /// at the crash, as for the router).
     durable: PeerDurable,
     actions_done: u32,
     /// Subscription changes issued, in order.
@@ -520,6 +535,10 @@ pub struct PubsubWorld {
     p: Params,
     router_node: NodeId,
     router: Option<Router>,
+    /// The router's storage while it is down (empty while it is up). The
+    /// router saves its durable state after every call and crashes only
+    /// between calls, so its state at the crash is its last save: it is
+    /// copied then, not after every call.
     router_durable: RouterDurable,
     router_timers: BTreeSet<Time>,
     nodes: Vec<Node>,
@@ -563,6 +582,11 @@ impl PubsubWorld {
                 burst: w.burst,
                 late: w.late_factor,
                 restart_us: us(w.restart_ms),
+                names: Shared::new(
+                    (0..w.channels)
+                        .map(|c| (channel(c), Action::new(format!("on-ch{c}"))))
+                        .collect(),
+                ),
             },
             router_node: NodeId(0),
             router: None,
@@ -625,7 +649,6 @@ impl PubsubWorld {
         let Some(r) = self.router.as_ref() else {
             return;
         };
-        self.router_durable = r.durable().clone();
         if let Some(due) = r.poll_timeout().map(|t| t.max(cx.now()))
             && self.router_timers.first().is_none_or(|first| due < *first)
         {
@@ -673,11 +696,11 @@ impl PubsubWorld {
             );
             return;
         };
-        let channels = rec.channels.clone();
+        let channels = &rec.channels;
         let mut certain = Vec::new();
         for a in 0..self.p.nodes {
             let a = ActorId(a);
-            let (possible, sure) = self.subscribed(a, &channels);
+            let (possible, sure) = self.subscribed(a, channels);
             let listed = recipients.contains(&a);
             if listed && a == id.publisher {
                 cx.violate(
@@ -689,7 +712,7 @@ impl PubsubWorld {
                     ONLY_SUBSCRIBERS,
                     format!(
                         "router lists {a} as a recipient of {id} (to {}), but no subscription of {a} to those channels can be in force",
-                        ChannelIdx(&channels)
+                        ChannelIdx(channels)
                     ),
                 );
             }
@@ -712,6 +735,7 @@ impl PubsubWorld {
         if cx.fault_at(F_ROUTER_CRASH, "router_event", &[]) {
             cx.crash(self.router_node);
             if let Some(r) = self.router.take() {
+                self.router_durable = r.durable().clone();
                 self.lost_coverage[0].merge(r.coverage());
             }
             self.router_timers.clear();
@@ -737,11 +761,8 @@ impl PubsubWorld {
             return;
         }
         cx.restart(self.router_node);
-        self.router = Some(Router::recover(
-            self.p.cfg.clone(),
-            cx.now(),
-            &self.router_durable,
-        ));
+        let durable = std::mem::take(&mut self.router_durable);
+        self.router = Some(Router::recover(self.p.cfg.clone(), cx.now(), &durable));
         cx.note(PubsubNote::Recovered { actor: None });
         self.with_router(cx, |_, _| {});
     }
@@ -770,7 +791,6 @@ impl PubsubWorld {
         }
         let n = &mut self.nodes[i];
         let peer = n.peer.as_ref().expect("up");
-        n.durable = peer.durable().clone();
         if let Some(due) = peer.poll_timeout().map(|t| t.max(cx.now()))
             && n.timers.first().is_none_or(|first| due < *first)
         {
@@ -878,7 +898,7 @@ impl PubsubWorld {
         }
         self.next_payload += 1;
         let payload = self.next_payload;
-        let names: Vec<Channel> = chans.iter().map(|c| channel(*c)).collect();
+        let names: Vec<Channel> = chans.iter().map(|c| self.p.channel(*c)).collect();
         // The event reaches the router in a later step, so recording it
         // after the call is in time.
         match self.with_peer(cx, actor, |p, now| p.publish(now, names, payload)) {
@@ -899,12 +919,13 @@ impl PubsubWorld {
 
     /// A subscription change to channel `c` (with or without an action).
     fn control(&mut self, cx: &mut Cx<Self>, actor: ActorId, c: u32, subscribe: bool) {
-        let action = (subscribe && cx.choose(2) == 0).then(|| Action::new(format!("on-ch{c}")));
+        let action = (subscribe && cx.choose(2) == 0).then(|| self.p.action(c));
+        let name = self.p.channel(c);
         let r = self.with_peer(cx, actor, |p, now| {
             if subscribe {
-                p.subscribe(now, channel(c), action)
+                p.subscribe(now, name, action)
             } else {
-                p.unsubscribe(now, channel(c))
+                p.unsubscribe(now, name)
             }
         });
         match r {
@@ -959,6 +980,7 @@ impl PubsubWorld {
             let n = &mut self.nodes[actor.0 as usize];
             cx.crash(n.node);
             if let Some(p) = n.peer.take() {
+                n.durable = p.durable().clone();
                 self.lost_coverage[1].merge(p.coverage());
             }
             n.timers.clear();
@@ -986,12 +1008,8 @@ impl PubsubWorld {
             return;
         }
         cx.restart(n.node);
-        n.peer = Some(Peer::recover(
-            actor,
-            self.p.cfg.clone(),
-            cx.now(),
-            &n.durable,
-        ));
+        let durable = std::mem::take(&mut n.durable);
+        n.peer = Some(Peer::recover(actor, self.p.cfg.clone(), cx.now(), &durable));
         cx.note(PubsubNote::Recovered { actor: Some(actor) });
         self.with_peer(cx, actor, |_, _| {});
         self.think(cx, actor);
