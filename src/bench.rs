@@ -280,6 +280,8 @@ fn measure(
 struct Totals {
     one: Vec<Rep>,
     all: Vec<Rep>,
+    /// Allocations on one thread, per repetition.
+    allocated: Vec<f64>,
 }
 
 impl Totals {
@@ -301,6 +303,20 @@ impl Totals {
         }
         sum_into(&mut self.one, &m.one);
         sum_into(&mut self.all, &m.all);
+        self.allocated
+            .resize(m.allocs.len().max(self.allocated.len()), 0.0);
+        for ((a, per_event), rep) in self.allocated.iter_mut().zip(&m.allocs).zip(&m.one) {
+            *a += per_event * rep.events as f64;
+        }
+    }
+
+    /// Allocations per event over everything added, per repetition.
+    fn allocs_per_event(&self) -> Vec<f64> {
+        self.allocated
+            .iter()
+            .zip(&self.one)
+            .map(|(a, rep)| a / rep.events.max(1) as f64)
+            .collect()
     }
 }
 
@@ -677,6 +693,11 @@ fn measure_sweeps(
             "simulated events/s vs empty",
             &one,
             empty_events,
+        ));
+        figures.push(Figure::of(
+            "allocs/event",
+            Unit::AllocsPerEvent,
+            totals.allocs_per_event(),
         ));
     }
     broadcast

@@ -1560,13 +1560,16 @@ impl ReplicationWorld {
         let Some(rec) = self.oracle.sessions.get_mut(&(r, s.id())) else {
             return;
         };
-        let who = rname(r);
         if let Some(f) = s.frozen_target() {
             match rec.frozen {
                 None => rec.frozen = Some(f),
                 Some(old) if old != f => cx.violate(
                     FROZEN,
-                    format!("{who}: {} frozen target moved from {old} to {f}", s.id()),
+                    format!(
+                        "{}: {} frozen target moved from {old} to {f}",
+                        rname(r),
+                        s.id()
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -1576,7 +1579,11 @@ impl ReplicationWorld {
             if now < *was {
                 cx.violate(
                     MONOTONIC,
-                    format!("{who}: {} {name} went back from {was} to {now}", s.id()),
+                    format!(
+                        "{}: {} {name} went back from {was} to {now}",
+                        rname(r),
+                        s.id()
+                    ),
                 );
             }
             *was = now;
@@ -1585,7 +1592,7 @@ impl ReplicationWorld {
             {
                 cx.violate(
                     FROZEN,
-                    format!("{who}: {} {name} {now} passes its limit {b}", s.id()),
+                    format!("{}: {} {name} {now} passes its limit {b}", rname(r), s.id()),
                 );
             }
         };
@@ -2034,6 +2041,18 @@ impl ReplicationWorld {
                 },
             );
         }
+    }
+
+    /// Whether replica `r`'s log is not exactly the primary's up to
+    /// `target` (with nothing divergent after it): [`Self::divergence`]'s
+    /// verdict without its message.
+    fn diverges(&self, r: u32, target: Lsn) -> bool {
+        let mine = &self.replicas[r as usize].log;
+        let theirs = &self.primary.log;
+        let t = target.0 as usize;
+        mine.len() < t
+            || mine[..t] != theirs[..t]
+            || (t..mine.len()).any(|i| theirs.get(i) != Some(&mine[i]))
     }
 
     /// Why replica `r`'s log is not exactly the primary's up to `target`
@@ -2821,16 +2840,24 @@ impl ReplicationWorld {
     // ----- liveness ----------------------------------------------------------------
 
     /// Why replica `r` is not in sync with the primary's committed log at the
-    /// current epoch, if it is not; and whether that is a divergence.
-    fn out_of_sync(&self, r: u32) -> Option<(&'static str, String)> {
+    /// current epoch, if it is not; and whether that is a divergence. The
+    /// message is written only if `explain` (`settled` asks after every
+    /// event and needs only the verdict).
+    fn out_of_sync(&self, r: u32, explain: bool) -> Option<(&'static str, String)> {
         let i = r as usize;
-        let who = rname(r);
-        let pending = |why: String| Some((IN_SYNC, format!("{who} {why}")));
+        let pending = |why: &dyn Fn() -> String| {
+            let message = if explain {
+                format!("{} {}", rname(r), why())
+            } else {
+                String::new()
+            };
+            Some((IN_SYNC, message))
+        };
         if !self.control.assigned[i] {
-            return pending("is not assigned".to_owned());
+            return pending(&|| "is not assigned".to_owned());
         }
         if !self.replicas[i].up {
-            return pending("is down".to_owned());
+            return pending(&|| "is down".to_owned());
         }
         let s = self.primary.sender(r)?;
         let session = s.session();
@@ -2839,32 +2866,41 @@ impl ReplicationWorld {
             || s.epoch() != epoch
             || session.is_none_or(|s| s.phase() != SessionPhase::Completed || s.epoch() != epoch)
         {
-            return pending(format!(
-                "is {} at {} (session {})",
-                s.state(),
-                s.epoch(),
-                session.map_or("none".to_owned(), |s| format!(
-                    "{} {} {} at {}",
-                    s.id(),
-                    s.kind(),
-                    s.phase(),
-                    s.epoch()
-                ))
-            ));
+            return pending(&|| {
+                format!(
+                    "is {} at {} (session {})",
+                    s.state(),
+                    s.epoch(),
+                    session.map_or("none".to_owned(), |s| format!(
+                        "{} {} {} at {}",
+                        s.id(),
+                        s.kind(),
+                        s.phase(),
+                        s.epoch()
+                    ))
+                )
+            });
         }
         let committed = self.primary.committed;
+        if !explain && !self.diverges(r, committed) {
+            let len = self.replicas[i].log.len() as u64;
+            return (len != committed.0).then(|| (IN_SYNC, String::new()));
+        }
         if let Some(why) = self.divergence(r, committed) {
             let log = &self.replicas[i].log;
             let lagging = log.len() < committed.0 as usize
                 && log.iter().zip(&self.primary.log).all(|(a, b)| a == b);
             return Some((
                 if lagging { IN_SYNC } else { CONVERGED },
-                format!("{who} is in sync but {why} (primary committed {committed})"),
+                format!(
+                    "{} is in sync but {why} (primary committed {committed})",
+                    rname(r)
+                ),
             ));
         }
         let len = self.replicas[i].log.len() as u64;
         if len != committed.0 {
-            return pending(format!("holds {len} entries, the primary {committed}"));
+            return pending(&|| format!("holds {len} entries, the primary {committed}"));
         }
         None
     }
@@ -2882,7 +2918,15 @@ impl ReplicationWorld {
                 ),
             ));
         }
-        (0..self.p.replicas).find_map(|r| self.out_of_sync(r))
+        (0..self.p.replicas).find_map(|r| self.out_of_sync(r, true))
+    }
+
+    /// Whether every replica is in sync (what [`Self::all_in_sync`] checks,
+    /// without writing why not).
+    fn every_replica_in_sync(&self) -> bool {
+        self.primary_up()
+            && self.primary.head() == self.primary.committed
+            && (0..self.p.replicas).all(|r| self.out_of_sync(r, false).is_none())
     }
 }
 
@@ -2985,7 +3029,9 @@ impl Protocol for ReplicationWorld {
     }
 
     fn settled(&self) -> bool {
-        self.all_in_sync().is_none()
+        let settled = self.every_replica_in_sync();
+        debug_assert_eq!(settled, self.all_in_sync().is_none());
+        settled
     }
 
     fn check_liveness(&self, _cx: &Cx<Self>) -> Option<(&'static str, String)> {
