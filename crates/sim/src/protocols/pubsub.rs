@@ -662,19 +662,24 @@ impl PubsubWorld {
     /// changes, at least the acknowledged ones, at most the issued ones.
     fn subscribed(&self, actor: ActorId, channels: &BTreeSet<u32>) -> (bool, bool) {
         let n = self.node(actor);
-        let mut state: BTreeMap<u32, bool> = BTreeMap::new();
+        // Bit c: subscribed to channel c after the changes so far (there
+        // are at most 64 channels); only `channels` are tracked.
+        let apply = |on: u64, c: &ControlRec| {
+            let bit = 1u64 << c.channel;
+            if c.subscribe { on | bit } else { on & !bit }
+        };
+        let mut on = 0u64;
         for c in &n.control[..n.acked] {
             if channels.contains(&c.channel) {
-                state.insert(c.channel, c.subscribe);
+                on = apply(on, c);
             }
         }
-        let any = |s: &BTreeMap<u32, bool>| s.values().any(|v| *v);
-        let mut possible = any(&state);
+        let mut possible = on != 0;
         let mut certain = possible;
         for c in &n.control[n.acked..] {
             if channels.contains(&c.channel) {
-                state.insert(c.channel, c.subscribe);
-                let now = any(&state);
+                on = apply(on, c);
+                let now = on != 0;
                 possible |= now;
                 certain &= now;
             }
