@@ -136,6 +136,14 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
     /// The protocol's names: invariants, mutants, fault kinds.
     fn info() -> &'static ProtocolInfo;
 
+    /// Hashes a pending event into a world's fingerprint: by default its
+    /// `Hash`, which also feeds trace digests and so must stay as it is; a
+    /// protocol may hash large parts more cheaply here (a cached digest),
+    /// as long as everything that affects what happens next is covered.
+    fn fingerprint_event(event: &Self::Event, h: &mut StableHasher) {
+        event.hash(h);
+    }
+
     /// Creates the nodes and schedules the first events.
     fn start(&mut self, cx: &mut Cx<Self>);
 
@@ -426,6 +434,21 @@ impl<E: Clone> Clone for Queue<E> {
             next_seq: self.next_seq,
         }
     }
+
+    /// The same compacted copy, into this queue's buffers (the explorer
+    /// recycles worlds: no allocation once they are large enough).
+    fn clone_from(&mut self, source: &Self) {
+        let mut heap = std::mem::take(&mut self.heap).into_vec();
+        heap.clear();
+        self.slots.clear();
+        for (i, Reverse((t, seq, slot))) in source.heap.iter().enumerate() {
+            self.slots.push(source.slots[*slot as usize].clone());
+            heap.push(Reverse((*t, *seq, i as u32)));
+        }
+        self.heap = BinaryHeap::from(heap);
+        self.free = NO_SLOT;
+        self.next_seq = source.next_seq;
+    }
 }
 
 impl<E: Hash> Queue<E> {
@@ -510,14 +533,20 @@ impl<E: Hash> Queue<E> {
     /// run in time order and which of several simultaneous ones goes first
     /// is a decision anyway. The multiset is hashed as the wrapping sum of
     /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
-    fn fingerprint(&self, h: &mut StableHasher) {
+    fn fingerprint(&self, h: &mut StableHasher, event: fn(&E, &mut StableHasher)) {
         let mut sum = 0u64;
         for Reverse((t, _, slot)) in self.heap.iter() {
             let q = self.queued(*slot);
             let mut e = StableHasher::new();
             t.hash(&mut e);
             q.target.hash(&mut e);
-            q.item.hash(&mut e);
+            match &q.item {
+                Item::Event(ev) => {
+                    0u8.hash(&mut e);
+                    event(ev, &mut e);
+                }
+                Item::Heal => 1u8.hash(&mut e),
+            }
             sum = sum.wrapping_add(e.finish());
         }
         self.heap.len().hash(h);
@@ -525,7 +554,7 @@ impl<E: Hash> Queue<E> {
     }
 }
 
-#[derive(Clone, Debug, Hash)]
+#[derive(Clone, Copy, Debug, Hash)]
 struct NodeSlot {
     up: bool,
     incarnation: u32,
@@ -552,7 +581,7 @@ pub struct RunOptions {
 }
 
 /// The engine state a protocol handles events against.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Core<E, N> {
     info: &'static ProtocolInfo,
     now: Time,
@@ -570,6 +599,45 @@ pub struct Core<E, N> {
     /// Named counts of things a protocol wants reported (e.g. rebuilds
     /// completed). Reporting only: not state, not in the digest.
     counters: BTreeMap<&'static str, u64>,
+}
+
+impl<E: Clone, N: Clone> Clone for Core<E, N> {
+    fn clone(&self) -> Self {
+        Core {
+            info: self.info,
+            now: self.now,
+            step: self.step,
+            phase: self.phase,
+            limits: self.limits,
+            queue: self.queue.clone(),
+            nodes: self.nodes.clone(),
+            node_names: self.node_names.clone(),
+            chooser: self.chooser.clone(),
+            faults: self.faults.clone(),
+            trace: self.trace.clone(),
+            violation: self.violation.clone(),
+            verdict: self.verdict.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Field by field, reusing this core's buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.info = source.info;
+        self.now = source.now;
+        self.step = source.step;
+        self.phase = source.phase;
+        self.limits = source.limits;
+        self.queue.clone_from(&source.queue);
+        self.nodes.clone_from(&source.nodes);
+        self.node_names.clone_from(&source.node_names);
+        self.chooser.clone_from(&source.chooser);
+        self.faults.clone_from(&source.faults);
+        self.trace.clone_from(&source.trace);
+        self.violation.clone_from(&source.violation);
+        self.verdict.clone_from(&source.verdict);
+        self.counters.clone_from(&source.counters);
+    }
 }
 
 impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> {
@@ -871,11 +939,29 @@ pub struct Outcome {
 }
 
 /// A protocol world on the engine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct World<P: Protocol> {
     proto: P,
     core: Cx<P>,
     stopped: Option<Stop>,
+}
+
+impl<P: Protocol> Clone for World<P> {
+    fn clone(&self) -> Self {
+        World {
+            proto: self.proto.clone(),
+            core: self.core.clone(),
+            stopped: self.stopped,
+        }
+    }
+
+    /// Reuses this world's buffers where the protocol's `clone_from` does:
+    /// the explorer copies states into recycled worlds.
+    fn clone_from(&mut self, source: &Self) {
+        self.proto.clone_from(&source.proto);
+        self.core.clone_from(&source.core);
+        self.stopped = source.stopped;
+    }
 }
 
 impl<P: Protocol> World<P> {
@@ -934,6 +1020,13 @@ impl<P: Protocol> World<P> {
     /// Takes the decisions of what follows from `source` (the log goes on).
     pub fn set_source(&mut self, source: Source) {
         self.core.chooser.set_source(source);
+    }
+
+    /// Takes the decisions of what follows from `values`, then 0s, as
+    /// [`Source::recorded`] would (the log goes on), reusing the buffer of
+    /// a recorded source already in place.
+    pub fn replay(&mut self, values: &[u32]) {
+        self.core.chooser.set_recorded(values);
     }
 
     /// Every decision taken so far, in order.
@@ -1140,7 +1233,7 @@ impl<P: Protocol> World<P> {
     pub fn fingerprint(&self) -> u64 {
         let mut h = StableHasher::new();
         self.proto.hash(&mut h);
-        self.core.queue.fingerprint(&mut h);
+        self.core.queue.fingerprint(&mut h, P::fingerprint_event);
         self.core.nodes.hash(&mut h);
         self.core.now.hash(&mut h);
         self.core.phase.hash(&mut h);

@@ -83,7 +83,7 @@ impl Exploration {
 
 struct Node<P: Protocol> {
     /// The state, with an empty decision log (the path is in [`Paths`]).
-    world: World<P>,
+    world: Box<World<P>>,
     depth: u64,
     faults: u64,
     path: u32,
@@ -153,6 +153,57 @@ impl std::hash::Hasher for FingerprintHasher {
 #[allow(clippy::disallowed_types)]
 type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
 
+/// Recycled worlds: a state is copied into one with `clone_from`, which
+/// reuses its buffers, instead of a fresh `clone` (a dozen allocations).
+struct Pool<P: Protocol> {
+    free: Vec<Box<World<P>>>,
+}
+
+impl<P: Protocol> Pool<P> {
+    fn copy_of(&mut self, from: &World<P>) -> Box<World<P>> {
+        match self.free.pop() {
+            Some(mut w) => {
+                w.as_mut().clone_from(from);
+                w
+            }
+            None => Box::new(from.clone()),
+        }
+    }
+
+    fn recycle(&mut self, w: Box<World<P>>) {
+        self.free.push(w);
+    }
+}
+
+/// Decision prefixes still to replay, as a stack in one buffer: `ends[i]`
+/// is where prefix `i` ends in `values`, which it starts where prefix
+/// `i - 1` ends.
+#[derive(Default)]
+struct Prefixes {
+    values: Vec<u32>,
+    ends: Vec<usize>,
+}
+
+impl Prefixes {
+    fn push(&mut self, taken: &[Decision], alt: u32) {
+        self.values.extend(taken.iter().map(|d| d.value));
+        self.values.push(alt);
+        self.ends.push(self.values.len());
+    }
+
+    /// Copies the last prefix into `into` and drops it.
+    fn pop(&mut self, into: &mut Vec<u32>) -> bool {
+        let Some(end) = self.ends.pop() else {
+            return false;
+        };
+        let start = self.ends.last().copied().unwrap_or(0);
+        into.clear();
+        into.extend_from_slice(&self.values[start..end]);
+        self.values.truncate(start);
+        true
+    }
+}
+
 /// Enumerates the decision tree of one step of `from` (or of construction,
 /// with `make`) into `out`: each leaf's world, whose decision log holds the
 /// decisions of that step only (of construction, for `make`); counts runs.
@@ -161,20 +212,23 @@ fn leaves<P: Protocol>(
     make: &dyn Fn(Source) -> World<P>,
     faults_left: u64,
     runs: &mut u64,
-    out: &mut Vec<World<P>>,
+    pool: &mut Pool<P>,
+    prefixes: &mut Prefixes,
+    out: &mut Vec<Box<World<P>>>,
 ) {
-    let mut prefixes: Vec<Vec<u32>> = vec![Vec::new()];
-    while let Some(prefix) = prefixes.pop() {
+    let mut prefix: Vec<u32> = Vec::new();
+    let mut first = true;
+    while std::mem::take(&mut first) || prefixes.pop(&mut prefix) {
         *runs += 1;
         let world = match from {
             Some(w) => {
-                let mut w = w.clone();
+                let mut w = pool.copy_of(w);
                 debug_assert!(w.decisions().is_empty());
-                w.set_source(Source::recorded(prefix.clone()));
+                w.replay(&prefix);
                 w.step();
                 w
             }
-            None => make(Source::recorded(prefix.clone())),
+            None => Box::new(make(Source::recorded(prefix.clone()))),
         };
         let taken: &[Decision] = world.decisions();
         let faults_in_prefix = taken[..prefix.len().min(taken.len())]
@@ -190,9 +244,7 @@ fn leaves<P: Protocol>(
                 continue;
             }
             for alt in (1..d.arity).rev() {
-                let mut p: Vec<u32> = taken[..i].iter().map(|d| d.value).collect();
-                p.push(alt);
-                prefixes.push(p);
+                prefixes.push(&taken[..i], alt);
             }
         }
         out.push(world);
@@ -219,23 +271,31 @@ pub fn explore<P: Protocol>(
     let mut visited = Visited::default();
     let mut paths = Paths::new();
     let mut stack: Vec<Node<P>> = Vec::new();
+    let mut pool = Pool { free: Vec::new() };
+    let mut prefixes = Prefixes::default();
     // Admits a leaf reached from the state at `parent` (path entry, faults
-    // spent, depth); returns `false` to stop (a violation).
+    // spent, depth); returns `false` to stop (a violation). A leaf that is
+    // not kept goes back to the pool.
     let admit = |ex: &mut Exploration,
                  visited: &mut Visited,
                  paths: &mut Paths,
                  stack: &mut Vec<Node<P>>,
-                 mut world: World<P>,
+                 pool: &mut Pool<P>,
+                 mut world: Box<World<P>>,
                  (parent, parent_faults, depth): (u32, u64, u64)|
      -> bool {
         ex.transitions += 1;
         let faults = parent_faults + faults_of(world.decisions());
         if faults > bounds.max_faults {
+            pool.recycle(world);
             return true;
         }
         if bounds.dedup {
             match visited.entry(world.fingerprint()) {
-                HashEntry::Occupied(e) if *e.get() <= faults => return true,
+                HashEntry::Occupied(e) if *e.get() <= faults => {
+                    pool.recycle(world);
+                    return true;
+                }
                 HashEntry::Occupied(mut e) => {
                     e.insert(faults);
                 }
@@ -256,10 +316,12 @@ pub fn explore<P: Protocol>(
                 ex.violation = Some((v, paths.full(parent, world.decisions())));
                 return false;
             }
+            pool.recycle(world);
             return true;
         }
         if depth >= bounds.max_depth {
             ex.depth_cut += 1;
+            pool.recycle(world);
             return true;
         }
         let path = paths.push(parent, world.decisions());
@@ -273,9 +335,25 @@ pub fn explore<P: Protocol>(
         true
     };
     let mut out = Vec::new();
-    leaves(None, make, bounds.max_faults, &mut ex.runs, &mut out);
+    leaves(
+        None,
+        make,
+        bounds.max_faults,
+        &mut ex.runs,
+        &mut pool,
+        &mut prefixes,
+        &mut out,
+    );
     for w in out.drain(..) {
-        if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, (0, 0, 0)) {
+        if !admit(
+            &mut ex,
+            &mut visited,
+            &mut paths,
+            &mut stack,
+            &mut pool,
+            w,
+            (0, 0, 0),
+        ) {
             return ex;
         }
     }
@@ -295,9 +373,26 @@ pub fn explore<P: Protocol>(
         }
         let left = bounds.max_faults.saturating_sub(node.faults);
         let at = (node.path, node.faults, node.depth + 1);
-        leaves(Some(&node.world), make, left, &mut ex.runs, &mut out);
+        leaves(
+            Some(&node.world),
+            make,
+            left,
+            &mut ex.runs,
+            &mut pool,
+            &mut prefixes,
+            &mut out,
+        );
+        pool.recycle(node.world);
         for w in out.drain(..) {
-            if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, at) {
+            if !admit(
+                &mut ex,
+                &mut visited,
+                &mut paths,
+                &mut stack,
+                &mut pool,
+                w,
+                at,
+            ) {
                 return ex;
             }
         }

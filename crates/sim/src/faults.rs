@@ -217,13 +217,34 @@ struct Armed {
 }
 
 /// The fault options in force for one run, and what was injected.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FaultState {
     ppm: Vec<u32>,
     counts: Vec<u64>,
     budget: Option<u64>,
     used: u64,
     targeted: Vec<Armed>,
+}
+
+impl Clone for FaultState {
+    fn clone(&self) -> Self {
+        FaultState {
+            ppm: self.ppm.clone(),
+            counts: self.counts.clone(),
+            budget: self.budget,
+            used: self.used,
+            targeted: self.targeted.clone(),
+        }
+    }
+
+    /// Reuses this state's buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.ppm.clone_from(&source.ppm);
+        self.counts.clone_from(&source.counts);
+        self.budget = source.budget;
+        self.used = source.used;
+        self.targeted.clone_from(&source.targeted);
+    }
 }
 
 impl FaultState {
