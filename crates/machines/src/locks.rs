@@ -169,12 +169,29 @@ impl fmt::Display for ResourceKey {
 }
 
 /// The identity of a lock: `(domain, key)`, without the mode.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LockId {
     /// The domain.
     pub domain: Domain,
     /// The key within the domain.
     pub key: Arc<str>,
+}
+
+impl Clone for LockId {
+    fn clone(&self) -> Self {
+        LockId {
+            domain: self.domain,
+            key: self.key.clone(),
+        }
+    }
+
+    /// Copying an id over the same one touches no reference count.
+    fn clone_from(&mut self, source: &Self) {
+        self.domain = source.domain;
+        if !Arc::ptr_eq(&self.key, &source.key) {
+            self.key = source.key.clone();
+        }
+    }
 }
 
 impl fmt::Display for LockId {
@@ -532,7 +549,7 @@ impl Clone for Holding {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Entry {
     owner: OwnerId,
     request: LockRequest,
@@ -541,12 +558,46 @@ struct Entry {
     span: (u32, u32),
 }
 
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Entry {
+            owner: self.owner,
+            request: self.request.clone(),
+            state: self.state,
+            span: self.span,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.owner = source.owner;
+        self.request.clone_from(&source.request);
+        self.state = source.state;
+        self.span = source.span;
+    }
+}
+
+/// An admitted request under its id (a pair whose `clone_from` is the
+/// fields').
+#[derive(Debug)]
+struct Admitted(RequestId, Entry);
+
+impl Clone for Admitted {
+    fn clone(&self) -> Self {
+        Admitted(self.0, self.1.clone())
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.0 = source.0;
+        self.1.clone_from(&source.1);
+    }
+}
+
 /// The admitted requests, sorted by id, and their locks, all in two
 /// vectors (a table holds a handful of requests: a copy is two allocations,
 /// or none into a recycled table).
 #[derive(Debug, Default)]
 struct Entries {
-    list: Vec<(RequestId, Entry)>,
+    list: Vec<Admitted>,
     /// Each entry's locks, in entry order: one `(slot, shared)` per distinct
     /// lock of the request, sorted by slot (the request's locks as indices
     /// into the table's holdings).
@@ -571,8 +622,8 @@ impl Entries {
     fn position(&self, id: RequestId) -> Result<usize, usize> {
         // Ids increase with arrival: the newest are last.
         match self.list.last() {
-            Some((last, _)) if *last < id => Err(self.list.len()),
-            _ => self.list.binary_search_by(|(k, _)| k.cmp(&id)),
+            Some(Admitted(last, _)) if *last < id => Err(self.list.len()),
+            _ => self.list.binary_search_by(|Admitted(k, _)| k.cmp(&id)),
         }
     }
 
@@ -598,31 +649,31 @@ impl Entries {
         let i = self.position(id).expect_err("admitting a request twice");
         let start = self.list[..i]
             .last()
-            .map_or(0, |(_, e)| e.span.0 + e.span.1);
+            .map_or(0, |Admitted(_, e)| e.span.0 + e.span.1);
         let len = locks.len() as u32;
         entry.span = (start, len);
         self.locks
             .splice(start as usize..start as usize, locks.iter().copied());
-        for (_, e) in &mut self.list[i..] {
+        for Admitted(_, e) in &mut self.list[i..] {
             e.span.0 += len;
         }
-        self.list.insert(i, (id, entry));
+        self.list.insert(i, Admitted(id, entry));
     }
 
     /// Removes a request and its locks.
     fn remove(&mut self, id: &RequestId) -> Option<Entry> {
         let i = self.position(*id).ok()?;
-        let (_, entry) = self.list.remove(i);
+        let Admitted(_, entry) = self.list.remove(i);
         let (start, len) = entry.span;
         self.locks.drain(start as usize..(start + len) as usize);
-        for (_, e) in &mut self.list[i..] {
+        for Admitted(_, e) in &mut self.list[i..] {
             e.span.0 -= len;
         }
         Some(entry)
     }
 
     fn iter(&self) -> impl Iterator<Item = (&RequestId, &Entry)> + '_ {
-        self.list.iter().map(|(id, e)| (id, e))
+        self.list.iter().map(|Admitted(id, e)| (id, e))
     }
 
     fn len(&self) -> usize {
@@ -775,7 +826,12 @@ impl Clone for LockTable {
         self.waiting.clone_from(&source.waiting);
         self.slots.clone_from(&source.slots);
         self.holdings.clone_from(&source.holdings);
-        self.events.clone_from(&source.events);
+        if source.events.is_empty() {
+            // The usual case between steps: nothing left to drain.
+            self.events.clear();
+        } else {
+            self.events.clone_from(&source.events);
+        }
         self.cov = source.cov;
     }
 }

@@ -272,14 +272,19 @@ struct Trace<E, N> {
     record_steps: bool,
     records: Vec<Record<E, N>>,
     step_hasher: StableHasher,
+    /// Whether records are hashed into the digest (the explorer, which
+    /// never reads digests, turns it off).
+    hashing: bool,
     digest: u64,
     step_digests: Vec<u64>,
 }
 
 impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     fn push(&mut self, step: u64, time: Time, entry: Entry<E, N>) {
-        time.hash(&mut self.step_hasher);
-        entry.hash(&mut self.step_hasher);
+        if self.hashing {
+            time.hash(&mut self.step_hasher);
+            entry.hash(&mut self.step_hasher);
+        }
         if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
             tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", EntryDisplay(&entry));
         }
@@ -295,12 +300,14 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     where
         E: Clone,
     {
-        time.hash(&mut self.step_hasher);
-        EntryRef::Deliver {
-            target: &target,
-            event,
+        if self.hashing {
+            time.hash(&mut self.step_hasher);
+            EntryRef::Deliver {
+                target: &target,
+                event,
+            }
+            .hash(&mut self.step_hasher);
         }
-        .hash(&mut self.step_hasher);
         if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
             tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", event);
         }
@@ -325,6 +332,9 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     /// Chains what was recorded since the last step onto the digest, without
     /// making it a step (the final liveness verdict).
     fn seal(&mut self) {
+        if !self.hashing {
+            return;
+        }
         let h = std::mem::take(&mut self.step_hasher).finish();
         self.digest = chain(self.digest, h);
     }
@@ -435,18 +445,14 @@ impl<E: Clone> Clone for Queue<E> {
         }
     }
 
-    /// The same compacted copy, into this queue's buffers (the explorer
-    /// recycles worlds: no allocation once they are large enough).
+    /// A copy into this queue's buffers (the explorer recycles worlds: no
+    /// allocation once they are large enough).
     fn clone_from(&mut self, source: &Self) {
-        let mut heap = std::mem::take(&mut self.heap).into_vec();
-        heap.clear();
-        self.slots.clear();
-        for (i, Reverse((t, seq, slot))) in source.heap.iter().enumerate() {
-            self.slots.push(source.slots[*slot as usize].clone());
-            heap.push(Reverse((*t, *seq, i as u32)));
-        }
-        self.heap = BinaryHeap::from(heap);
-        self.free = NO_SLOT;
+        // Not compacted: the heap and the slots (free ones included) as
+        // they are, which copies the heap without rebuilding it.
+        self.heap.clone_from(&source.heap);
+        self.slots.clone_from(&source.slots);
+        self.free = source.free;
         self.next_seq = source.next_seq;
     }
 }
@@ -992,6 +998,7 @@ impl<P: Protocol> World<P> {
                 record_steps: opts.record_steps,
                 records: Vec::new(),
                 step_hasher: StableHasher::new(),
+                hashing: true,
                 digest: stable_hash(&("simcast-trace", 1u32, info.name)),
                 step_digests: Vec::new(),
             },
@@ -1020,6 +1027,13 @@ impl<P: Protocol> World<P> {
     /// Takes the decisions of what follows from `source` (the log goes on).
     pub fn set_source(&mut self, source: Source) {
         self.core.chooser.set_source(source);
+    }
+
+    /// Stops hashing trace records into the digest, which then stays as it
+    /// is: for the explorer, which never reads digests (it replays a path
+    /// it reports in a run of its own).
+    pub fn stop_digest(&mut self) {
+        self.core.trace.hashing = false;
     }
 
     /// Takes the decisions of what follows from `values`, then 0s, as

@@ -228,7 +228,11 @@ fn leaves<P: Protocol>(
                 w.step();
                 w
             }
-            None => Box::new(make(Source::recorded(prefix.clone()))),
+            None => {
+                let mut w = Box::new(make(Source::recorded(prefix.clone())));
+                w.stop_digest();
+                w
+            }
         };
         let taken: &[Decision] = world.decisions();
         let faults_in_prefix = taken[..prefix.len().min(taken.len())]
@@ -326,6 +330,8 @@ pub fn explore<P: Protocol>(
         }
         let path = paths.push(parent, world.decisions());
         world.clear_decisions();
+        // Every copy replays a prefix of its own: nothing to copy here.
+        world.replay(&[]);
         stack.push(Node {
             world,
             depth,

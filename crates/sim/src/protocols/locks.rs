@@ -497,10 +497,34 @@ struct Session {
 struct History {
     next_arrival: u64,
     /// Blocking requests admitted and not yet granted or cancelled, in
-    /// arrival order: `(arrival, rid, request)`.
-    waiting: Vec<(u64, RequestId, LockRequest)>,
-    /// Granted requests not yet released, by id.
-    held: Vec<(RequestId, LockRequest)>,
+    /// arrival order.
+    waiting: Vec<Seen>,
+    /// Granted requests not yet released, by id (`arrival` unused).
+    held: Vec<Seen>,
+}
+
+/// A request as the history saw it.
+#[derive(Debug)]
+struct Seen {
+    arrival: u64,
+    rid: RequestId,
+    request: LockRequest,
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Seen {
+            arrival: self.arrival,
+            rid: self.rid,
+            request: self.request.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.arrival = source.arrival;
+        self.rid = source.rid;
+        self.request.clone_from(&source.request);
+    }
 }
 
 impl Clone for History {
@@ -524,15 +548,15 @@ impl Hash for History {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.next_arrival.hash(h);
         self.waiting.len().hash(h);
-        for (arrival, rid, request) in &self.waiting {
-            arrival.hash(h);
-            rid.hash(h);
-            request.digest().hash(h);
+        for w in &self.waiting {
+            w.arrival.hash(h);
+            w.rid.hash(h);
+            w.request.digest().hash(h);
         }
         self.held.len().hash(h);
-        for (rid, request) in &self.held {
-            rid.hash(h);
-            request.digest().hash(h);
+        for held in &self.held {
+            held.rid.hash(h);
+            held.request.digest().hash(h);
         }
     }
 }
@@ -540,7 +564,11 @@ impl Hash for History {
 impl History {
     fn admitted(&mut self, rid: RequestId, request: LockRequest) {
         self.next_arrival += 1;
-        self.waiting.push((self.next_arrival, rid, request));
+        self.waiting.push(Seen {
+            arrival: self.next_arrival,
+            rid,
+            request,
+        });
     }
 
     /// A grant of a waiting request (`arrival` known) or of a try-acquire.
@@ -558,26 +586,34 @@ impl History {
                 (self.waiting.len(), r)
             }
             None => {
-                let Some(i) = self.waiting.iter().position(|(_, w, _)| *w == rid) else {
+                let Some(i) = self.waiting.iter().position(|w| w.rid == rid) else {
                     cx.violate(
                         EXCLUSION,
                         format!("{rid} granted but never admitted as waiting"),
                     );
                     return;
                 };
-                let (_, _, r) = self.waiting.remove(i);
-                (i, r)
+                (i, self.waiting.remove(i).request)
             }
         };
-        if let Some((h, hr)) = self.held.iter().find(|(_, hr)| clash(hr, &request)) {
+        if let Some(Seen {
+            rid: h,
+            request: hr,
+            ..
+        }) = self.held.iter().find(|h| clash(&h.request, &request))
+        {
             cx.violate(
                 EXCLUSION,
                 format!("{rid} {request} granted while {h} {hr} holds a conflicting key"),
             );
         }
-        if let Some((_, w, wr)) = self.waiting[..earlier]
+        if let Some(Seen {
+            rid: w,
+            request: wr,
+            ..
+        }) = self.waiting[..earlier]
             .iter()
-            .find(|(_, _, wr)| clash(wr, &request))
+            .find(|w| clash(&w.request, &request))
         {
             cx.violate(
                 FIFO,
@@ -586,22 +622,27 @@ impl History {
                 ),
             );
         }
-        let at = self.held.partition_point(|(h, _)| *h < rid);
-        if self.held.get(at).is_some_and(|(h, _)| *h == rid) {
-            self.held[at].1 = request;
+        let at = self.held.partition_point(|h| h.rid < rid);
+        let seen = Seen {
+            arrival: 0,
+            rid,
+            request,
+        };
+        if self.held.get(at).is_some_and(|h| h.rid == rid) {
+            self.held[at] = seen;
         } else {
-            self.held.insert(at, (rid, request));
+            self.held.insert(at, seen);
         }
     }
 
     fn released(&mut self, rid: RequestId) {
-        if let Ok(i) = self.held.binary_search_by(|(h, _)| h.cmp(&rid)) {
+        if let Ok(i) = self.held.binary_search_by(|h| h.rid.cmp(&rid)) {
             self.held.remove(i);
         }
     }
 
     fn cancelled(&mut self, rid: RequestId) {
-        if let Some(i) = self.waiting.iter().position(|(_, w, _)| *w == rid) {
+        if let Some(i) = self.waiting.iter().position(|w| w.rid == rid) {
             self.waiting.remove(i);
         }
     }
@@ -1139,13 +1180,13 @@ impl Protocol for LocksWorld {
     }
 
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)> {
-        if let Some((_, rid, request)) = self.history.waiting.first() {
+        if let Some(Seen { rid, request, .. }) = self.history.waiting.first() {
             let holders: Vec<String> = self
                 .history
                 .held
                 .iter()
-                .filter(|(_, h)| clash(h, request))
-                .map(|(h, r)| format!("{h} {r}"))
+                .filter(|h| clash(&h.request, request))
+                .map(|h| format!("{} {}", h.rid, h.request))
                 .collect();
             return Some((
                 EVENTUALLY_GRANTED,
