@@ -29,7 +29,7 @@ use tracing::Level;
 
 use crate::choice::{Chooser, Decision, Source};
 use crate::faults::{FaultConfig, FaultState};
-use crate::hash::{StableHasher, chain, stable_hash};
+use crate::hash::{Fingerprinter, StableHasher, chain, stable_hash};
 use crate::registry::{PANIC_INVARIANT, ProtocolInfo};
 
 /// A node hosted by the world (a server, a client, a replica...).
@@ -140,7 +140,7 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
     /// `Hash`, which also feeds trace digests and so must stay as it is; a
     /// protocol may hash large parts more cheaply here (a cached digest),
     /// as long as everything that affects what happens next is covered.
-    fn fingerprint_event(event: &Self::Event, h: &mut StableHasher) {
+    fn fingerprint_event(event: &Self::Event, h: &mut Fingerprinter) {
         event.hash(h);
     }
 
@@ -539,11 +539,11 @@ impl<E: Hash> Queue<E> {
     /// run in time order and which of several simultaneous ones goes first
     /// is a decision anyway. The multiset is hashed as the wrapping sum of
     /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
-    fn fingerprint(&self, h: &mut StableHasher, event: fn(&E, &mut StableHasher)) {
+    fn fingerprint(&self, h: &mut Fingerprinter, event: fn(&E, &mut Fingerprinter)) {
         let mut sum = 0u64;
         for Reverse((t, _, slot)) in self.heap.iter() {
             let q = self.queued(*slot);
-            let mut e = StableHasher::new();
+            let mut e = Fingerprinter::new();
             t.hash(&mut e);
             q.target.hash(&mut e);
             match &q.item {
@@ -1245,7 +1245,7 @@ impl<P: Protocol> World<P> {
     /// the protocol state, the pending events (in order, without sequence
     /// numbers), the nodes, the clock, the phase and the fault budget left.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = StableHasher::new();
+        let mut h = Fingerprinter::new();
         self.proto.hash(&mut h);
         self.core.queue.fingerprint(&mut h, P::fingerprint_event);
         self.core.nodes.hash(&mut h);

@@ -22,14 +22,6 @@
 //! A violation ends the exploration with its path of decisions, which a
 //! recorded source replays exactly.
 
-// The visited set is the one hash map in the simulated path: it is only
-// looked up, never iterated, and hashes with a fixed function (no random
-// state), so neither its order nor its seed can reach an exploration.
-#[allow(clippy::disallowed_types)]
-use std::collections::HashMap;
-use std::collections::hash_map::Entry as HashEntry;
-use std::hash::BuildHasherDefault;
-
 use crate::choice::{Decision, Source};
 use crate::engine::{Protocol, Stop, Violation, World};
 
@@ -128,30 +120,83 @@ impl Paths {
     }
 }
 
-/// Fingerprints are well-mixed 64-bit hashes already: the visited set uses
-/// them as they are. (Only looked up, never iterated: its order cannot reach
-/// the exploration.)
-#[derive(Default)]
-struct FingerprintHasher(u64);
+/// The visited set: fingerprint -> fewest faults spent reaching it, in an
+/// open-addressing table of `(fingerprint, faults)` pairs with linear
+/// probing from the fingerprint's top bits (fingerprints are well-mixed
+/// 64-bit hashes already). A lookup reads one cache line, mostly: the table
+/// outgrows the caches long before an exploration ends. Only looked up,
+/// never iterated (but to grow), so its layout cannot reach the
+/// exploration.
+struct Visited {
+    /// `(0, _)` is an empty slot; fingerprint 0 lives in `zero`.
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    /// `64 - log2(slots.len())`: a fingerprint's home slot is its top bits.
+    shift: u32,
+    zero: Option<u64>,
+}
 
-impl std::hash::Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
+impl Visited {
+    fn new() -> Visited {
+        const BITS: u32 = 16;
+        Visited {
+            slots: vec![(0, 0); 1 << BITS],
+            len: 0,
+            shift: 64 - BITS,
+            zero: None,
         }
     }
 
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
+    /// Records that `fp` was reached with `faults` spent; returns whether
+    /// that is new (never reached, or only with more faults spent).
+    fn admit(&mut self, fp: u64, faults: u64) -> bool {
+        if fp == 0 {
+            return match self.zero {
+                Some(f) if f <= faults => false,
+                _ => {
+                    self.zero = Some(faults);
+                    true
+                }
+            };
+        }
+        // At most three quarters full: probes stay short.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (fp >> self.shift) as usize;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.0 == fp {
+                if slot.1 <= faults {
+                    return false;
+                }
+                slot.1 = faults;
+                return true;
+            }
+            if slot.0 == 0 {
+                *slot = (fp, faults);
+                self.len += 1;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![(0, 0); self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.shift -= 1;
+        let mask = self.slots.len() - 1;
+        for (fp, faults) in old.into_iter().filter(|(fp, _)| *fp != 0) {
+            let mut i = (fp >> self.shift) as usize;
+            while self.slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (fp, faults);
+        }
     }
 }
-
-#[allow(clippy::disallowed_types)]
-type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
 
 /// Recycled worlds: a state is copied into one with `clone_from`, which
 /// reuses its buffers, instead of a fresh `clone` (a dozen allocations).
@@ -272,7 +317,7 @@ pub fn explore<P: Protocol>(
     // along a path that spent its fault budget (a duplicate that was then
     // ignored, say) must not hide the same state reached with faults still
     // to spend; one reached with as many or more spent adds nothing.
-    let mut visited = Visited::default();
+    let mut visited = Visited::new();
     let mut paths = Paths::new();
     let mut stack: Vec<Node<P>> = Vec::new();
     let mut pool = Pool { free: Vec::new() };
@@ -294,19 +339,9 @@ pub fn explore<P: Protocol>(
             pool.recycle(world);
             return true;
         }
-        if bounds.dedup {
-            match visited.entry(world.fingerprint()) {
-                HashEntry::Occupied(e) if *e.get() <= faults => {
-                    pool.recycle(world);
-                    return true;
-                }
-                HashEntry::Occupied(mut e) => {
-                    e.insert(faults);
-                }
-                HashEntry::Vacant(e) => {
-                    e.insert(faults);
-                }
-            }
+        if bounds.dedup && !visited.admit(world.fingerprint(), faults) {
+            pool.recycle(world);
+            return true;
         }
         ex.states += 1;
         ex.max_depth = ex.max_depth.max(depth);

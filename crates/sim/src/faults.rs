@@ -9,13 +9,12 @@
 //! 0 is "off", so shrinking turns off kinds a failure does not need.
 
 use std::collections::BTreeMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::choice::Chooser;
-use crate::hash::StableHasher;
 use crate::registry::{ProtocolInfo, one_of};
 use simcast_machines::time::Time;
 
@@ -375,7 +374,7 @@ impl FaultState {
     }
 
     /// Hashes what affects future behaviour: the rates and the budget left.
-    pub fn fingerprint(&self, h: &mut StableHasher) {
+    pub fn fingerprint<H: Hasher>(&self, h: &mut H) {
         self.ppm.hash(h);
         self.budget.map(|b| b.saturating_sub(self.used)).hash(h);
         self.targeted.hash(h);

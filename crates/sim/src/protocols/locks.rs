@@ -31,7 +31,7 @@ use simcast_machines::time::Time;
 
 use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
-use crate::hash::StableHasher;
+use crate::hash::Fingerprinter;
 use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
 use crate::registry::{
@@ -1097,7 +1097,7 @@ impl Protocol for LocksWorld {
     }
 
     /// As `Hash`, but an acquire's request by its cached digest.
-    fn fingerprint_event(event: &LocksEvent, h: &mut StableHasher) {
+    fn fingerprint_event(event: &LocksEvent, h: &mut Fingerprinter) {
         match event {
             LocksEvent::Up {
                 client,
