@@ -18,8 +18,7 @@
 //! events are ordered by a decision, never by insertion or hashing; the trace
 //! digest chains a stable hash of every record, step by step.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -403,16 +402,88 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
+/// A binary min-heap of `(time, seq, slot)`; sequence numbers are unique,
+/// so the order is total and slots never decide it. Its own (rather than
+/// `BinaryHeap`) so that the simultaneous events at the top can be found
+/// in place and one of them removed, without popping and re-pushing the
+/// others.
+#[derive(Debug, Default)]
+struct Heap {
+    v: Vec<(Time, u64, u32)>,
+}
+
+impl Clone for Heap {
+    fn clone(&self) -> Self {
+        Heap { v: self.v.clone() }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.v.clone_from(&source.v);
+    }
+}
+
+impl Heap {
+    fn push(&mut self, e: (Time, u64, u32)) {
+        self.v.push(e);
+        self.sift_up(self.v.len() - 1);
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.v[i] >= self.v[parent] {
+                break;
+            }
+            self.v.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.v.len();
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && self.v[right] < self.v[left] {
+                right
+            } else {
+                left
+            };
+            if self.v[child] >= self.v[i] {
+                break;
+            }
+            self.v.swap(i, child);
+            i = child;
+        }
+    }
+
+    /// Removes the entry at `i`.
+    fn remove(&mut self, i: usize) -> (Time, u64, u32) {
+        let e = self.v.swap_remove(i);
+        if i < self.v.len() {
+            self.sift_down(i);
+            self.sift_up(i);
+        }
+        e
+    }
+}
+
 /// The pending events: a min-heap of `(time, seq, slot)` over a slab of
 /// events, so that scheduling and delivering move three words, not events,
 /// and reuse the slab's free slots instead of allocating.
 #[derive(Debug)]
 struct Queue<E> {
-    heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    heap: Heap,
     slots: Vec<Slot<E>>,
     /// The first free slot ([`NO_SLOT`] if none); free slots chain on.
     free: u32,
     next_seq: u64,
+    /// Scratch for [`Queue::pop`]: `(seq, heap index)` of simultaneous
+    /// events. Not state: a copy starts empty.
+    ties: Vec<(u64, u32)>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -430,18 +501,19 @@ enum Slot<E> {
 impl<E: Clone> Clone for Queue<E> {
     fn clone(&self) -> Self {
         const ROOM: usize = 8;
-        let mut heap = Vec::with_capacity(self.heap.len() + ROOM);
-        let mut slots = Vec::with_capacity(self.heap.len() + ROOM);
-        for (i, Reverse((t, seq, slot))) in self.heap.iter().enumerate() {
+        let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
+        let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
+        for (i, (t, seq, slot)) in self.heap.v.iter().enumerate() {
             slots.push(self.slots[*slot as usize].clone());
-            heap.push(Reverse((*t, *seq, i as u32)));
+            heap.push((*t, *seq, i as u32));
         }
         Queue {
-            // A vector in heap order is a heap.
-            heap: BinaryHeap::from(heap),
+            // The same keys in the same places: still a heap.
+            heap: Heap { v: heap },
             slots,
             free: NO_SLOT,
             next_seq: self.next_seq,
+            ties: Vec::new(),
         }
     }
 
@@ -449,7 +521,7 @@ impl<E: Clone> Clone for Queue<E> {
     /// allocation once they are large enough).
     fn clone_from(&mut self, source: &Self) {
         // Not compacted: the heap and the slots (free ones included) as
-        // they are, which copies the heap without rebuilding it.
+        // they are.
         self.heap.clone_from(&source.heap);
         self.slots.clone_from(&source.slots);
         self.free = source.free;
@@ -460,10 +532,11 @@ impl<E: Clone> Clone for Queue<E> {
 impl<E: Hash> Queue<E> {
     fn new() -> Self {
         Queue {
-            heap: BinaryHeap::new(),
+            heap: Heap::default(),
             slots: Vec::new(),
             free: NO_SLOT,
             next_seq: 0,
+            ties: Vec::new(),
         }
     }
 
@@ -480,11 +553,11 @@ impl<E: Hash> Queue<E> {
             }
             slot
         };
-        self.heap.push(Reverse((at, self.next_seq, slot)));
+        self.heap.push((at, self.next_seq, slot));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+        self.heap.v.first().map(|(t, _, _)| *t)
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -497,33 +570,33 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let Reverse(first) = self.heap.pop()?;
-        let t = first.0;
-        let chosen = match self.heap.peek() {
-            Some(Reverse((next, _, _))) if *next == t => {
-                let mut ties = [first; MAX_TIE];
-                let mut n = 1;
-                while n < MAX_TIE {
-                    match self.heap.peek() {
-                        Some(Reverse((next, _, _))) if *next == t => {
-                            let Reverse(e) = self.heap.pop().expect("peeked");
-                            ties[n] = e;
-                            n += 1;
-                        }
-                        _ => break,
-                    }
+        let &(t, seq, _) = self.heap.v.first()?;
+        // The events at the earliest time are a subtree at the root (a
+        // parent is never later than its children): walk it.
+        let v = &self.heap.v;
+        let ties = &mut self.ties;
+        ties.clear();
+        ties.push((seq, 0));
+        let mut k = 0;
+        while k < ties.len() {
+            let i = ties[k].1 as usize;
+            for child in [2 * i + 1, 2 * i + 2] {
+                if child < v.len() && v[child].0 == t {
+                    ties.push((v[child].1, child as u32));
                 }
-                let pick = chooser.choose(n as u32) as usize;
-                for (i, e) in ties[..n].iter().enumerate() {
-                    if i != pick {
-                        self.heap.push(Reverse(*e));
-                    }
-                }
-                ties[pick]
             }
-            _ => first,
+            k += 1;
+        }
+        let at = if ties.len() == 1 {
+            0
+        } else {
+            // The first MAX_TIE in scheduling order are the alternatives.
+            ties.sort_unstable();
+            let n = ties.len().min(MAX_TIE);
+            let pick = chooser.choose(n as u32) as usize;
+            ties[pick].1 as usize
         };
-        let slot = chosen.2;
+        let (_, _, slot) = self.heap.remove(at);
         match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
             Slot::Full(q) => {
                 self.free = slot;
@@ -541,7 +614,7 @@ impl<E: Hash> Queue<E> {
     /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
     fn fingerprint(&self, h: &mut Fingerprinter, event: fn(&E, &mut Fingerprinter)) {
         let mut sum = 0u64;
-        for Reverse((t, _, slot)) in self.heap.iter() {
+        for (t, _, slot) in &self.heap.v {
             let q = self.queued(*slot);
             let mut e = Fingerprinter::new();
             t.hash(&mut e);
@@ -555,7 +628,7 @@ impl<E: Hash> Queue<E> {
             }
             sum = sum.wrapping_add(e.finish());
         }
-        self.heap.len().hash(h);
+        self.heap.v.len().hash(h);
         sum.hash(h);
     }
 }
