@@ -7,8 +7,8 @@
 //! seeds). Figures: events/s and seeds/s on one core and on all cores, the
 //! scaling (all cores / one core), allocations per event (one core, after
 //! the warm-up), and events/s as a multiple of the *empty world*'s (a
-//! protocol with no machines: the engine's ceiling). Every `*-explore`
-//! scenario is explored for states/s. Peak RSS is read after sweeps of N
+//! protocol with no machines: the engine's ceiling). Every `*-explore` (or
+//! `*-explore-*`) scenario is explored for states/s. Peak RSS is read after sweeps of N
 //! and 10 x N seeds of one scenario, the way `sweep` runs them, to show
 //! that memory stays flat. `cargo xtask bench` adds the madsim workload's
 //! figures (`--madsim-figures`).
@@ -41,9 +41,9 @@ use baseline::{Baseline, Saved};
 /// Arguments of `simcast bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario to measure (repeatable): a `*-explore` scenario is explored,
-    /// any other swept [default: every default scenario, and every
-    /// `*-explore` scenario].
+    /// Scenario to measure (repeatable): a `*-explore` (or `*-explore-*`)
+    /// scenario is explored, any other swept [default: every default
+    /// scenario, and every such explore scenario].
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Seeds per repetition [default: 200; 20 with --quick].
@@ -869,8 +869,9 @@ fn select(a: &BenchArgs) -> Result<(Vec<Scenario>, Vec<Scenario>), Failure> {
     Ok(all.into_iter().partition(|s| !is_explore(s)))
 }
 
+/// `*-explore` and `*-explore-*` (a variant such as `locks-explore-large`).
 fn is_explore(s: &Scenario) -> bool {
-    s.name.ends_with("-explore")
+    s.name.ends_with("-explore") || s.name.contains("-explore-")
 }
 
 /// Sweeps seeds `0..seeds` of `s` on all cores the way `sweep` does

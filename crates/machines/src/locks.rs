@@ -26,7 +26,7 @@
 
 use core::fmt;
 use core::hash::{Hash, Hasher};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -169,12 +169,29 @@ impl fmt::Display for ResourceKey {
 }
 
 /// The identity of a lock: `(domain, key)`, without the mode.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LockId {
     /// The domain.
     pub domain: Domain,
     /// The key within the domain.
     pub key: Arc<str>,
+}
+
+impl Clone for LockId {
+    fn clone(&self) -> Self {
+        LockId {
+            domain: self.domain,
+            key: self.key.clone(),
+        }
+    }
+
+    /// Copying an id over the same one touches no reference count.
+    fn clone_from(&mut self, source: &Self) {
+        self.domain = source.domain;
+        if !Arc::ptr_eq(&self.key, &source.key) {
+            self.key = source.key.clone();
+        }
+    }
 }
 
 impl fmt::Display for LockId {
@@ -188,11 +205,79 @@ impl fmt::Display for LockId {
 /// Keys are de-duplicated on the whole key (so `X@R` and `X@X` both survive;
 /// the lock is then taken exclusive) and sorted by domain (Cluster last), key,
 /// mode.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Hashing covers the keys only (as a struct of one field, `keys`, would):
+/// the cached [`LockRequest::digest`] is a function of them.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "RequestKeys")]
 pub struct LockRequest {
     /// Shared: a request is immutable once normalized, so clones (into
     /// catalog records, messages, effects) cost a reference count.
     keys: Arc<[ResourceKey]>,
+    #[serde(skip_serializing)]
+    digest: u64,
+}
+
+/// What a [`LockRequest`] is deserialized from.
+#[derive(Deserialize)]
+#[serde(rename = "LockRequest")]
+struct RequestKeys {
+    keys: Arc<[ResourceKey]>,
+}
+
+impl From<RequestKeys> for LockRequest {
+    fn from(r: RequestKeys) -> Self {
+        LockRequest::from_keys(r.keys)
+    }
+}
+
+impl Hash for LockRequest {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.keys.hash(h);
+    }
+}
+
+impl Clone for LockRequest {
+    fn clone(&self) -> Self {
+        LockRequest {
+            keys: self.keys.clone(),
+            digest: self.digest,
+        }
+    }
+
+    /// Copying a request over the same one touches no reference count.
+    fn clone_from(&mut self, source: &Self) {
+        if !Arc::ptr_eq(&self.keys, &source.keys) {
+            self.keys = source.keys.clone();
+            self.digest = source.digest;
+        }
+    }
+}
+
+/// A fixed function of the keys (domain, key bytes, mode), the same in
+/// every process: multiply-rotate absorption of 64-bit words, murmur3
+/// finalizer.
+fn digest_keys(keys: &[ResourceKey]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let absorb = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
+    let mut h = absorb(0x4C4F_434B_5245_5131, keys.len() as u64);
+    for k in keys {
+        let bytes = k.key.as_bytes();
+        h = absorb(
+            h,
+            (k.domain as u64) | (u64::from(k.shared) << 8) | ((bytes.len() as u64) << 16),
+        );
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = absorb(h, u64::from_le_bytes(word));
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 impl LockRequest {
@@ -207,7 +292,7 @@ impl LockRequest {
         }
         keys.sort();
         keys.dedup();
-        Ok(LockRequest { keys: keys.into() })
+        Ok(LockRequest::from_keys(keys.into()))
     }
 
     /// Normalizes the keys of a broadcast: as [`LockRequest::new`], plus the
@@ -220,7 +305,19 @@ impl LockRequest {
         }
         keys.sort();
         keys.dedup();
-        LockRequest { keys: keys.into() }
+        LockRequest::from_keys(keys.into())
+    }
+
+    fn from_keys(keys: Arc<[ResourceKey]>) -> Self {
+        let digest = digest_keys(&keys);
+        LockRequest { keys, digest }
+    }
+
+    /// A stable 64-bit hash of the keys, computed once: equal requests have
+    /// equal digests, in every process (for fingerprints that would rather
+    /// not rehash the keys).
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The normalized keys.
@@ -431,43 +528,206 @@ impl ConflictRule {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Holding {
     exclusive: Option<RequestId>,
     /// Sorted.
     shared: Vec<RequestId>,
 }
 
-#[derive(Clone, Debug)]
+impl Clone for Holding {
+    fn clone(&self) -> Self {
+        Holding {
+            exclusive: self.exclusive,
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.exclusive = source.exclusive;
+        self.shared.clone_from(&source.shared);
+    }
+}
+
+#[derive(Debug)]
 struct Entry {
     owner: OwnerId,
     request: LockRequest,
     state: RequestState,
-    /// One `(slot, shared)` per distinct lock of the request, sorted by slot:
-    /// the request's locks as indices into the table's holdings.
+    /// Where the request's locks are in [`Entries::locks`]: `(start, len)`.
+    span: (u32, u32),
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Entry {
+            owner: self.owner,
+            request: self.request.clone(),
+            state: self.state,
+            span: self.span,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.owner = source.owner;
+        self.request.clone_from(&source.request);
+        self.state = source.state;
+        self.span = source.span;
+    }
+}
+
+/// An admitted request under its id (a pair whose `clone_from` is the
+/// fields').
+#[derive(Debug)]
+struct Admitted(RequestId, Entry);
+
+impl Clone for Admitted {
+    fn clone(&self) -> Self {
+        Admitted(self.0, self.1.clone())
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.0 = source.0;
+        self.1.clone_from(&source.1);
+    }
+}
+
+/// The admitted requests, sorted by id, and their locks, all in two
+/// vectors (a table holds a handful of requests: a copy is two allocations,
+/// or none into a recycled table).
+#[derive(Debug, Default)]
+struct Entries {
+    list: Vec<Admitted>,
+    /// Each entry's locks, in entry order: one `(slot, shared)` per distinct
+    /// lock of the request, sorted by slot (the request's locks as indices
+    /// into the table's holdings).
     locks: Vec<(u32, bool)>,
+}
+
+impl Clone for Entries {
+    fn clone(&self) -> Self {
+        Entries {
+            list: self.list.clone(),
+            locks: self.locks.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.list.clone_from(&source.list);
+        self.locks.clone_from(&source.locks);
+    }
+}
+
+impl Entries {
+    fn position(&self, id: RequestId) -> Result<usize, usize> {
+        // Ids increase with arrival: the newest are last.
+        match self.list.last() {
+            Some(Admitted(last, _)) if *last < id => Err(self.list.len()),
+            _ => self.list.binary_search_by(|Admitted(k, _)| k.cmp(&id)),
+        }
+    }
+
+    fn get(&self, id: &RequestId) -> Option<&Entry> {
+        self.position(*id).ok().map(|i| &self.list[i].1)
+    }
+
+    fn get_mut(&mut self, id: &RequestId) -> Option<&mut Entry> {
+        self.position(*id).ok().map(|i| &mut self.list[i].1)
+    }
+
+    /// The locks of a known request.
+    fn locks(&self, id: &RequestId) -> &[(u32, bool)] {
+        self.locks_of(&self[id])
+    }
+
+    fn locks_of(&self, e: &Entry) -> &[(u32, bool)] {
+        &self.locks[e.span.0 as usize..(e.span.0 + e.span.1) as usize]
+    }
+
+    /// Adds a request that is not admitted yet, with its locks.
+    fn insert(&mut self, id: RequestId, mut entry: Entry, locks: &[(u32, bool)]) {
+        let i = self.position(id).expect_err("admitting a request twice");
+        let start = self.list[..i]
+            .last()
+            .map_or(0, |Admitted(_, e)| e.span.0 + e.span.1);
+        let len = locks.len() as u32;
+        entry.span = (start, len);
+        self.locks
+            .splice(start as usize..start as usize, locks.iter().copied());
+        for Admitted(_, e) in &mut self.list[i..] {
+            e.span.0 += len;
+        }
+        self.list.insert(i, Admitted(id, entry));
+    }
+
+    /// Removes a request and its locks.
+    fn remove(&mut self, id: &RequestId) -> Option<Entry> {
+        let i = self.position(*id).ok()?;
+        let Admitted(_, entry) = self.list.remove(i);
+        let (start, len) = entry.span;
+        self.locks.drain(start as usize..(start + len) as usize);
+        for Admitted(_, e) in &mut self.list[i..] {
+            e.span.0 -= len;
+        }
+        Some(entry)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&RequestId, &Entry)> + '_ {
+        self.list.iter().map(|Admitted(id, e)| (id, e))
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl core::ops::Index<&RequestId> for Entries {
+    type Output = Entry;
+    fn index(&self, id: &RequestId) -> &Entry {
+        self.get(id).expect("a known request")
+    }
 }
 
 /// Lock identities in use, as small integers (slots) indexing the holdings:
 /// a slot lives while some admitted request names its lock.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Slots {
-    ids: BTreeMap<LockId, u32>,
-    /// Each slot's lock, while in use.
+    /// Each slot's lock, while in use (a table uses a few: found by a scan).
     names: Vec<Option<LockId>>,
     /// Requests naming each slot's lock.
     refs: Vec<u32>,
     free: Vec<u32>,
 }
 
+impl Clone for Slots {
+    fn clone(&self) -> Self {
+        Slots {
+            names: self.names.clone(),
+            refs: self.refs.clone(),
+            free: self.free.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.names.clone_from(&source.names);
+        self.refs.clone_from(&source.refs);
+        self.free.clone_from(&source.free);
+    }
+}
+
 impl Slots {
     fn intern(&mut self, key: &ResourceKey) -> u32 {
-        let id = LockId {
-            domain: key.domain,
-            key: key.key.clone(),
-        };
-        let slot = match self.ids.get(&id) {
-            Some(&slot) => slot,
+        let found = self.names.iter().position(|n| {
+            n.as_ref().is_some_and(|n| {
+                n.domain == key.domain && (Arc::ptr_eq(&n.key, &key.key) || n.key == key.key)
+            })
+        });
+        let slot = match found {
+            Some(slot) => slot as u32,
             None => {
                 let slot = match self.free.pop() {
                     Some(slot) => slot,
@@ -477,8 +737,10 @@ impl Slots {
                         (self.refs.len() - 1) as u32
                     }
                 };
-                self.names[slot as usize] = Some(id.clone());
-                self.ids.insert(id, slot);
+                self.names[slot as usize] = Some(LockId {
+                    domain: key.domain,
+                    key: key.key.clone(),
+                });
                 slot
             }
         };
@@ -490,10 +752,7 @@ impl Slots {
         let refs = &mut self.refs[slot as usize];
         *refs -= 1;
         if *refs == 0 {
-            let name = self.names[slot as usize]
-                .take()
-                .expect("a used slot is named");
-            self.ids.remove(&name);
+            self.names[slot as usize] = None;
             self.free.push(slot);
         }
     }
@@ -507,8 +766,8 @@ struct Scratch {
     /// exclusive); all zero between calls.
     claims: Vec<u8>,
     candidates: Vec<RequestId>,
-    /// Emptied `Entry::locks` vectors, for the next admissions.
-    spare: Vec<Vec<(u32, bool)>>,
+    /// The locks of a request being admitted.
+    locks: Vec<(u32, bool)>,
 }
 
 impl Clone for Scratch {
@@ -516,7 +775,7 @@ impl Clone for Scratch {
         Scratch {
             claims: Vec::new(),
             candidates: Vec::new(),
-            spare: Vec::new(),
+            locks: Vec::new(),
         }
     }
 }
@@ -529,11 +788,11 @@ impl Clone for Scratch {
 /// with their owners and states, the waiting order, undrained events); the
 /// holdings, derived from the held requests, and reused buffers are not
 /// compared, so two tables that will behave the same compare equal.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct LockTable {
     flaw: Option<LockFlaw>,
     next_request: u64,
-    entries: BTreeMap<RequestId, Entry>,
+    entries: Entries,
     /// Waiting requests in arrival order (ids increase with arrival).
     waiting: Vec<RequestId>,
     slots: Slots,
@@ -542,6 +801,39 @@ pub struct LockTable {
     events: VecDeque<LockEvent>,
     cov: Coverage,
     scratch: Scratch,
+}
+
+impl Clone for LockTable {
+    fn clone(&self) -> Self {
+        LockTable {
+            flaw: self.flaw,
+            next_request: self.next_request,
+            entries: self.entries.clone(),
+            waiting: self.waiting.clone(),
+            slots: self.slots.clone(),
+            holdings: self.holdings.clone(),
+            events: self.events.clone(),
+            cov: self.cov,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Reuses this table's buffers, and keeps its scratch buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.flaw = source.flaw;
+        self.next_request = source.next_request;
+        self.entries.clone_from(&source.entries);
+        self.waiting.clone_from(&source.waiting);
+        self.slots.clone_from(&source.slots);
+        self.holdings.clone_from(&source.holdings);
+        if source.events.is_empty() {
+            // The usual case between steps: nothing left to drain.
+            self.events.clear();
+        } else {
+            self.events.clone_from(&source.events);
+        }
+        self.cov = source.cov;
+    }
 }
 
 impl PartialEq for LockTable {
@@ -554,7 +846,7 @@ impl PartialEq for LockTable {
             && self
                 .entries
                 .iter()
-                .zip(&other.entries)
+                .zip(other.entries.iter())
                 .all(|((a, x), (b, y))| {
                     a == b && x.owner == y.owner && x.state == y.state && x.request == y.request
                 })
@@ -568,11 +860,11 @@ impl Hash for LockTable {
         self.flaw.hash(h);
         self.next_request.hash(h);
         self.entries.len().hash(h);
-        for (id, e) in &self.entries {
+        for (id, e) in self.entries.iter() {
             id.hash(h);
             e.owner.hash(h);
             e.state.hash(h);
-            e.request.hash(h);
+            e.request.digest().hash(h);
         }
         self.waiting.hash(h);
         self.events.hash(h);
@@ -621,7 +913,8 @@ impl LockTable {
 
     /// Admits `request` as a waiting entry: interns its locks.
     fn admit(&mut self, id: RequestId, owner: OwnerId, request: LockRequest) {
-        let mut locks = self.scratch.spare.pop().unwrap_or_default();
+        let mut locks = std::mem::take(&mut self.scratch.locks);
+        locks.clear();
         for k in request.locks() {
             let slot = self.slots.intern(k);
             if slot as usize >= self.holdings.len() {
@@ -637,22 +930,19 @@ impl LockTable {
                 owner,
                 request,
                 state: RequestState::Waiting,
-                locks,
+                span: (0, 0),
             },
+            &locks,
         );
+        self.scratch.locks = locks;
     }
 
     /// Forgets an entry (its keys must not be held): frees its slots.
     fn forget(&mut self, id: RequestId) {
-        let mut entry = self
-            .entries
-            .remove(&id)
-            .expect("forgetting a known request");
-        for &(slot, _) in &entry.locks {
+        for &(slot, _) in self.entries.locks(&id) {
             self.slots.unref(slot);
         }
-        entry.locks.clear();
-        self.scratch.spare.push(entry.locks);
+        self.entries.remove(&id);
     }
 
     /// Blocking acquire: admits the request and queues it. It is granted, now
@@ -837,7 +1127,7 @@ impl LockTable {
     /// The first holder, then the first waiter admitted before it, that the
     /// admitted (not yet queued or held) request `id` conflicts with.
     fn blocker(&self, id: RequestId) -> Option<Blocker> {
-        let locks = &self.entries[&id].locks;
+        let locks = self.entries.locks(&id);
         if let Some(h) = self.conflicting_holder(locks) {
             return Some(Blocker::Holder(h));
         }
@@ -848,7 +1138,7 @@ impl LockTable {
         self.waiting
             .iter()
             .take_while(|w| **w < id)
-            .find(|w| slots_conflict(&self.entries[*w].locks, locks, rule))
+            .find(|w| slots_conflict(self.entries.locks(w), locks, rule))
             .map(|w| Blocker::Waiter(*w))
     }
 
@@ -889,7 +1179,7 @@ impl LockTable {
         }
         let mut kept = 0;
         for &id in &candidates {
-            let locks = &self.entries[&id].locks;
+            let locks = self.entries.locks(&id);
             let behind_waiter = !ignore_waiters
                 && locks.iter().any(|&(slot, shared)| {
                     let c = claims[slot as usize];
@@ -901,7 +1191,7 @@ impl LockTable {
                 if !behind_holder {
                     self.hit(Tr::StaysBehindWaiter);
                 }
-                for &(slot, shared) in &self.entries[&id].locks {
+                for &(slot, shared) in self.entries.locks(&id) {
                     claims[slot as usize] |= if shared { 1 } else { 2 };
                 }
                 self.waiting[kept] = id;
@@ -913,7 +1203,7 @@ impl LockTable {
         }
         self.waiting.truncate(kept);
         for &id in &self.waiting {
-            for &(slot, _) in &self.entries[&id].locks {
+            for &(slot, _) in self.entries.locks(&id) {
                 claims[slot as usize] = 0;
             }
         }
@@ -932,7 +1222,8 @@ impl LockTable {
         let entry = self.entries.get_mut(&id).expect("granting a known request");
         debug_assert_eq!(entry.state, RequestState::Waiting);
         entry.state = RequestState::Held;
-        for &(slot, shared) in &entry.locks {
+        let entry = &self.entries[&id];
+        for &(slot, shared) in self.entries.locks_of(entry) {
             let h = &mut self.holdings[slot as usize];
             if shared {
                 if let Err(i) = h.shared.binary_search(&id) {
@@ -953,8 +1244,7 @@ impl LockTable {
     }
 
     fn drop_keys(&mut self, id: RequestId) {
-        let entry = &self.entries[&id];
-        for &(slot, _) in &entry.locks {
+        for &(slot, _) in self.entries.locks(&id) {
             let h = &mut self.holdings[slot as usize];
             if h.exclusive == Some(id) {
                 h.exclusive = None;

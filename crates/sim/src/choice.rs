@@ -84,11 +84,40 @@ impl Source {
 }
 
 /// Hands out decisions and logs every one of them.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Chooser {
     source: Source,
     log: Vec<Decision>,
     faults_taken: u64,
+}
+
+impl Clone for Chooser {
+    fn clone(&self) -> Self {
+        Chooser {
+            source: self.source.clone(),
+            log: self.log.clone(),
+            faults_taken: self.faults_taken,
+        }
+    }
+
+    /// Reuses this chooser's buffers (a recorded source's values, the log).
+    fn clone_from(&mut self, source: &Self) {
+        match (&mut self.source, &source.source) {
+            (
+                Source::Recorded { values, pos },
+                Source::Recorded {
+                    values: from,
+                    pos: at,
+                },
+            ) => {
+                values.clone_from(from);
+                *pos = *at;
+            }
+            (mine, theirs) => *mine = theirs.clone(),
+        }
+        self.log.clone_from(&source.log);
+        self.faults_taken = source.faults_taken;
+    }
 }
 
 impl Chooser {
@@ -105,6 +134,19 @@ impl Chooser {
     /// recorded prefix for each alternative of a step).
     pub fn set_source(&mut self, source: Source) {
         self.source = source;
+    }
+
+    /// Replaces the source with a recorded one replaying `values`, reusing
+    /// the current source's buffer if it is recorded too.
+    pub fn set_recorded(&mut self, values: &[u32]) {
+        match &mut self.source {
+            Source::Recorded { values: v, pos } => {
+                v.clear();
+                v.extend_from_slice(values);
+                *pos = 0;
+            }
+            Source::Random(_) => self.source = Source::recorded(values.to_vec()),
+        }
     }
 
     /// Picks one of `n` equally likely alternatives. `n == 0` is treated as 1.

@@ -18,8 +18,7 @@
 //! events are ordered by a decision, never by insertion or hashing; the trace
 //! digest chains a stable hash of every record, step by step.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -29,7 +28,7 @@ use tracing::Level;
 
 use crate::choice::{Chooser, Decision, Source};
 use crate::faults::{FaultConfig, FaultState};
-use crate::hash::{StableHasher, chain, stable_hash};
+use crate::hash::{Fingerprinter, StableHasher, chain, stable_hash};
 use crate::registry::{PANIC_INVARIANT, ProtocolInfo};
 
 /// A node hosted by the world (a server, a client, a replica...).
@@ -135,6 +134,14 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
 
     /// The protocol's names: invariants, mutants, fault kinds.
     fn info() -> &'static ProtocolInfo;
+
+    /// Hashes a pending event into a world's fingerprint: by default its
+    /// `Hash`, which also feeds trace digests and so must stay as it is; a
+    /// protocol may hash large parts more cheaply here (a cached digest),
+    /// as long as everything that affects what happens next is covered.
+    fn fingerprint_event(event: &Self::Event, h: &mut Fingerprinter) {
+        event.hash(h);
+    }
 
     /// Creates the nodes and schedules the first events.
     fn start(&mut self, cx: &mut Cx<Self>);
@@ -264,14 +271,19 @@ struct Trace<E, N> {
     record_steps: bool,
     records: Vec<Record<E, N>>,
     step_hasher: StableHasher,
+    /// Whether records are hashed into the digest (the explorer, which
+    /// never reads digests, turns it off).
+    hashing: bool,
     digest: u64,
     step_digests: Vec<u64>,
 }
 
 impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     fn push(&mut self, step: u64, time: Time, entry: Entry<E, N>) {
-        time.hash(&mut self.step_hasher);
-        entry.hash(&mut self.step_hasher);
+        if self.hashing {
+            time.hash(&mut self.step_hasher);
+            entry.hash(&mut self.step_hasher);
+        }
         if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
             tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", EntryDisplay(&entry));
         }
@@ -287,12 +299,14 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     where
         E: Clone,
     {
-        time.hash(&mut self.step_hasher);
-        EntryRef::Deliver {
-            target: &target,
-            event,
+        if self.hashing {
+            time.hash(&mut self.step_hasher);
+            EntryRef::Deliver {
+                target: &target,
+                event,
+            }
+            .hash(&mut self.step_hasher);
         }
-        .hash(&mut self.step_hasher);
         if tracing::enabled!(target: "simcast::trace", Level::TRACE) {
             tracing::trace!(target: "simcast::trace", step, time_us = time.as_micros(), "{}", event);
         }
@@ -317,6 +331,9 @@ impl<E: Hash + fmt::Display, N: Hash + fmt::Display> Trace<E, N> {
     /// Chains what was recorded since the last step onto the digest, without
     /// making it a step (the final liveness verdict).
     fn seal(&mut self) {
+        if !self.hashing {
+            return;
+        }
         let h = std::mem::take(&mut self.step_hasher).finish();
         self.digest = chain(self.digest, h);
     }
@@ -385,16 +402,88 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
+/// A binary min-heap of `(time, seq, slot)`; sequence numbers are unique,
+/// so the order is total and slots never decide it. Its own (rather than
+/// `BinaryHeap`) so that the simultaneous events at the top can be found
+/// in place and one of them removed, without popping and re-pushing the
+/// others.
+#[derive(Debug, Default)]
+struct Heap {
+    v: Vec<(Time, u64, u32)>,
+}
+
+impl Clone for Heap {
+    fn clone(&self) -> Self {
+        Heap { v: self.v.clone() }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.v.clone_from(&source.v);
+    }
+}
+
+impl Heap {
+    fn push(&mut self, e: (Time, u64, u32)) {
+        self.v.push(e);
+        self.sift_up(self.v.len() - 1);
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.v[i] >= self.v[parent] {
+                break;
+            }
+            self.v.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.v.len();
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && self.v[right] < self.v[left] {
+                right
+            } else {
+                left
+            };
+            if self.v[child] >= self.v[i] {
+                break;
+            }
+            self.v.swap(i, child);
+            i = child;
+        }
+    }
+
+    /// Removes the entry at `i`.
+    fn remove(&mut self, i: usize) -> (Time, u64, u32) {
+        let e = self.v.swap_remove(i);
+        if i < self.v.len() {
+            self.sift_down(i);
+            self.sift_up(i);
+        }
+        e
+    }
+}
+
 /// The pending events: a min-heap of `(time, seq, slot)` over a slab of
 /// events, so that scheduling and delivering move three words, not events,
 /// and reuse the slab's free slots instead of allocating.
 #[derive(Debug)]
 struct Queue<E> {
-    heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    heap: Heap,
     slots: Vec<Slot<E>>,
     /// The first free slot ([`NO_SLOT`] if none); free slots chain on.
     free: u32,
     next_seq: u64,
+    /// Scratch for [`Queue::pop`]: `(seq, heap index)` of simultaneous
+    /// events. Not state: a copy starts empty.
+    ties: Vec<(u64, u32)>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -412,29 +501,42 @@ enum Slot<E> {
 impl<E: Clone> Clone for Queue<E> {
     fn clone(&self) -> Self {
         const ROOM: usize = 8;
-        let mut heap = Vec::with_capacity(self.heap.len() + ROOM);
-        let mut slots = Vec::with_capacity(self.heap.len() + ROOM);
-        for (i, Reverse((t, seq, slot))) in self.heap.iter().enumerate() {
+        let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
+        let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
+        for (i, (t, seq, slot)) in self.heap.v.iter().enumerate() {
             slots.push(self.slots[*slot as usize].clone());
-            heap.push(Reverse((*t, *seq, i as u32)));
+            heap.push((*t, *seq, i as u32));
         }
         Queue {
-            // A vector in heap order is a heap.
-            heap: BinaryHeap::from(heap),
+            // The same keys in the same places: still a heap.
+            heap: Heap { v: heap },
             slots,
             free: NO_SLOT,
             next_seq: self.next_seq,
+            ties: Vec::new(),
         }
+    }
+
+    /// A copy into this queue's buffers (the explorer recycles worlds: no
+    /// allocation once they are large enough).
+    fn clone_from(&mut self, source: &Self) {
+        // Not compacted: the heap and the slots (free ones included) as
+        // they are.
+        self.heap.clone_from(&source.heap);
+        self.slots.clone_from(&source.slots);
+        self.free = source.free;
+        self.next_seq = source.next_seq;
     }
 }
 
 impl<E: Hash> Queue<E> {
     fn new() -> Self {
         Queue {
-            heap: BinaryHeap::new(),
+            heap: Heap::default(),
             slots: Vec::new(),
             free: NO_SLOT,
             next_seq: 0,
+            ties: Vec::new(),
         }
     }
 
@@ -451,11 +553,11 @@ impl<E: Hash> Queue<E> {
             }
             slot
         };
-        self.heap.push(Reverse((at, self.next_seq, slot)));
+        self.heap.push((at, self.next_seq, slot));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+        self.heap.v.first().map(|(t, _, _)| *t)
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -468,33 +570,33 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let Reverse(first) = self.heap.pop()?;
-        let t = first.0;
-        let chosen = match self.heap.peek() {
-            Some(Reverse((next, _, _))) if *next == t => {
-                let mut ties = [first; MAX_TIE];
-                let mut n = 1;
-                while n < MAX_TIE {
-                    match self.heap.peek() {
-                        Some(Reverse((next, _, _))) if *next == t => {
-                            let Reverse(e) = self.heap.pop().expect("peeked");
-                            ties[n] = e;
-                            n += 1;
-                        }
-                        _ => break,
-                    }
+        let &(t, seq, _) = self.heap.v.first()?;
+        // The events at the earliest time are a subtree at the root (a
+        // parent is never later than its children): walk it.
+        let v = &self.heap.v;
+        let ties = &mut self.ties;
+        ties.clear();
+        ties.push((seq, 0));
+        let mut k = 0;
+        while k < ties.len() {
+            let i = ties[k].1 as usize;
+            for child in [2 * i + 1, 2 * i + 2] {
+                if child < v.len() && v[child].0 == t {
+                    ties.push((v[child].1, child as u32));
                 }
-                let pick = chooser.choose(n as u32) as usize;
-                for (i, e) in ties[..n].iter().enumerate() {
-                    if i != pick {
-                        self.heap.push(Reverse(*e));
-                    }
-                }
-                ties[pick]
             }
-            _ => first,
+            k += 1;
+        }
+        let at = if ties.len() == 1 {
+            0
+        } else {
+            // The first MAX_TIE in scheduling order are the alternatives.
+            ties.sort_unstable();
+            let n = ties.len().min(MAX_TIE);
+            let pick = chooser.choose(n as u32) as usize;
+            ties[pick].1 as usize
         };
-        let slot = chosen.2;
+        let (_, _, slot) = self.heap.remove(at);
         match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
             Slot::Full(q) => {
                 self.free = slot;
@@ -510,22 +612,28 @@ impl<E: Hash> Queue<E> {
     /// run in time order and which of several simultaneous ones goes first
     /// is a decision anyway. The multiset is hashed as the wrapping sum of
     /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
-    fn fingerprint(&self, h: &mut StableHasher) {
+    fn fingerprint(&self, h: &mut Fingerprinter, event: fn(&E, &mut Fingerprinter)) {
         let mut sum = 0u64;
-        for Reverse((t, _, slot)) in self.heap.iter() {
+        for (t, _, slot) in &self.heap.v {
             let q = self.queued(*slot);
-            let mut e = StableHasher::new();
+            let mut e = Fingerprinter::new();
             t.hash(&mut e);
             q.target.hash(&mut e);
-            q.item.hash(&mut e);
+            match &q.item {
+                Item::Event(ev) => {
+                    0u8.hash(&mut e);
+                    event(ev, &mut e);
+                }
+                Item::Heal => 1u8.hash(&mut e),
+            }
             sum = sum.wrapping_add(e.finish());
         }
-        self.heap.len().hash(h);
+        self.heap.v.len().hash(h);
         sum.hash(h);
     }
 }
 
-#[derive(Clone, Debug, Hash)]
+#[derive(Clone, Copy, Debug, Hash)]
 struct NodeSlot {
     up: bool,
     incarnation: u32,
@@ -552,7 +660,7 @@ pub struct RunOptions {
 }
 
 /// The engine state a protocol handles events against.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Core<E, N> {
     info: &'static ProtocolInfo,
     now: Time,
@@ -570,6 +678,45 @@ pub struct Core<E, N> {
     /// Named counts of things a protocol wants reported (e.g. rebuilds
     /// completed). Reporting only: not state, not in the digest.
     counters: BTreeMap<&'static str, u64>,
+}
+
+impl<E: Clone, N: Clone> Clone for Core<E, N> {
+    fn clone(&self) -> Self {
+        Core {
+            info: self.info,
+            now: self.now,
+            step: self.step,
+            phase: self.phase,
+            limits: self.limits,
+            queue: self.queue.clone(),
+            nodes: self.nodes.clone(),
+            node_names: self.node_names.clone(),
+            chooser: self.chooser.clone(),
+            faults: self.faults.clone(),
+            trace: self.trace.clone(),
+            violation: self.violation.clone(),
+            verdict: self.verdict.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Field by field, reusing this core's buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.info = source.info;
+        self.now = source.now;
+        self.step = source.step;
+        self.phase = source.phase;
+        self.limits = source.limits;
+        self.queue.clone_from(&source.queue);
+        self.nodes.clone_from(&source.nodes);
+        self.node_names.clone_from(&source.node_names);
+        self.chooser.clone_from(&source.chooser);
+        self.faults.clone_from(&source.faults);
+        self.trace.clone_from(&source.trace);
+        self.violation.clone_from(&source.violation);
+        self.verdict.clone_from(&source.verdict);
+        self.counters.clone_from(&source.counters);
+    }
 }
 
 impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> {
@@ -871,11 +1018,29 @@ pub struct Outcome {
 }
 
 /// A protocol world on the engine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct World<P: Protocol> {
     proto: P,
     core: Cx<P>,
     stopped: Option<Stop>,
+}
+
+impl<P: Protocol> Clone for World<P> {
+    fn clone(&self) -> Self {
+        World {
+            proto: self.proto.clone(),
+            core: self.core.clone(),
+            stopped: self.stopped,
+        }
+    }
+
+    /// Reuses this world's buffers where the protocol's `clone_from` does:
+    /// the explorer copies states into recycled worlds.
+    fn clone_from(&mut self, source: &Self) {
+        self.proto.clone_from(&source.proto);
+        self.core.clone_from(&source.core);
+        self.stopped = source.stopped;
+    }
 }
 
 impl<P: Protocol> World<P> {
@@ -906,6 +1071,7 @@ impl<P: Protocol> World<P> {
                 record_steps: opts.record_steps,
                 records: Vec::new(),
                 step_hasher: StableHasher::new(),
+                hashing: true,
                 digest: stable_hash(&("simcast-trace", 1u32, info.name)),
                 step_digests: Vec::new(),
             },
@@ -934,6 +1100,20 @@ impl<P: Protocol> World<P> {
     /// Takes the decisions of what follows from `source` (the log goes on).
     pub fn set_source(&mut self, source: Source) {
         self.core.chooser.set_source(source);
+    }
+
+    /// Stops hashing trace records into the digest, which then stays as it
+    /// is: for the explorer, which never reads digests (it replays a path
+    /// it reports in a run of its own).
+    pub fn stop_digest(&mut self) {
+        self.core.trace.hashing = false;
+    }
+
+    /// Takes the decisions of what follows from `values`, then 0s, as
+    /// [`Source::recorded`] would (the log goes on), reusing the buffer of
+    /// a recorded source already in place.
+    pub fn replay(&mut self, values: &[u32]) {
+        self.core.chooser.set_recorded(values);
     }
 
     /// Every decision taken so far, in order.
@@ -1138,9 +1318,9 @@ impl<P: Protocol> World<P> {
     /// the protocol state, the pending events (in order, without sequence
     /// numbers), the nodes, the clock, the phase and the fault budget left.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = StableHasher::new();
+        let mut h = Fingerprinter::new();
         self.proto.hash(&mut h);
-        self.core.queue.fingerprint(&mut h);
+        self.core.queue.fingerprint(&mut h, P::fingerprint_event);
         self.core.nodes.hash(&mut h);
         self.core.now.hash(&mut h);
         self.core.phase.hash(&mut h);

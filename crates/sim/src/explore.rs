@@ -22,14 +22,6 @@
 //! A violation ends the exploration with its path of decisions, which a
 //! recorded source replays exactly.
 
-// The visited set is the one hash map in the simulated path: it is only
-// looked up, never iterated, and hashes with a fixed function (no random
-// state), so neither its order nor its seed can reach an exploration.
-#[allow(clippy::disallowed_types)]
-use std::collections::HashMap;
-use std::collections::hash_map::Entry as HashEntry;
-use std::hash::BuildHasherDefault;
-
 use crate::choice::{Decision, Source};
 use crate::engine::{Protocol, Stop, Violation, World};
 
@@ -83,7 +75,7 @@ impl Exploration {
 
 struct Node<P: Protocol> {
     /// The state, with an empty decision log (the path is in [`Paths`]).
-    world: World<P>,
+    world: Box<World<P>>,
     depth: u64,
     faults: u64,
     path: u32,
@@ -128,30 +120,134 @@ impl Paths {
     }
 }
 
-/// Fingerprints are well-mixed 64-bit hashes already: the visited set uses
-/// them as they are. (Only looked up, never iterated: its order cannot reach
-/// the exploration.)
-#[derive(Default)]
-struct FingerprintHasher(u64);
+/// The visited set: fingerprint -> fewest faults spent reaching it, in an
+/// open-addressing table of `(fingerprint, faults)` pairs with linear
+/// probing from the fingerprint's top bits (fingerprints are well-mixed
+/// 64-bit hashes already). A lookup reads one cache line, mostly: the table
+/// outgrows the caches long before an exploration ends. Only looked up,
+/// never iterated (but to grow), so its layout cannot reach the
+/// exploration.
+struct Visited {
+    /// `(0, _)` is an empty slot; fingerprint 0 lives in `zero`.
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    /// `64 - log2(slots.len())`: a fingerprint's home slot is its top bits.
+    shift: u32,
+    zero: Option<u64>,
+}
 
-impl std::hash::Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
+impl Visited {
+    fn new() -> Visited {
+        const BITS: u32 = 16;
+        Visited {
+            slots: vec![(0, 0); 1 << BITS],
+            len: 0,
+            shift: 64 - BITS,
+            zero: None,
         }
     }
 
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
+    /// Records that `fp` was reached with `faults` spent; returns whether
+    /// that is new (never reached, or only with more faults spent).
+    fn admit(&mut self, fp: u64, faults: u64) -> bool {
+        if fp == 0 {
+            return match self.zero {
+                Some(f) if f <= faults => false,
+                _ => {
+                    self.zero = Some(faults);
+                    true
+                }
+            };
+        }
+        // At most three quarters full: probes stay short.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (fp >> self.shift) as usize;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.0 == fp {
+                if slot.1 <= faults {
+                    return false;
+                }
+                slot.1 = faults;
+                return true;
+            }
+            if slot.0 == 0 {
+                *slot = (fp, faults);
+                self.len += 1;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![(0, 0); self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.shift -= 1;
+        let mask = self.slots.len() - 1;
+        for (fp, faults) in old.into_iter().filter(|(fp, _)| *fp != 0) {
+            let mut i = (fp >> self.shift) as usize;
+            while self.slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (fp, faults);
+        }
     }
 }
 
-#[allow(clippy::disallowed_types)]
-type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
+/// Recycled worlds: a state is copied into one with `clone_from`, which
+/// reuses its buffers, instead of a fresh `clone` (a dozen allocations).
+struct Pool<P: Protocol> {
+    free: Vec<Box<World<P>>>,
+}
+
+impl<P: Protocol> Pool<P> {
+    fn copy_of(&mut self, from: &World<P>) -> Box<World<P>> {
+        match self.free.pop() {
+            Some(mut w) => {
+                w.as_mut().clone_from(from);
+                w
+            }
+            None => Box::new(from.clone()),
+        }
+    }
+
+    fn recycle(&mut self, w: Box<World<P>>) {
+        self.free.push(w);
+    }
+}
+
+/// Decision prefixes still to replay, as a stack in one buffer: `ends[i]`
+/// is where prefix `i` ends in `values`, which it starts where prefix
+/// `i - 1` ends.
+#[derive(Default)]
+struct Prefixes {
+    values: Vec<u32>,
+    ends: Vec<usize>,
+}
+
+impl Prefixes {
+    fn push(&mut self, taken: &[Decision], alt: u32) {
+        self.values.extend(taken.iter().map(|d| d.value));
+        self.values.push(alt);
+        self.ends.push(self.values.len());
+    }
+
+    /// Copies the last prefix into `into` and drops it.
+    fn pop(&mut self, into: &mut Vec<u32>) -> bool {
+        let Some(end) = self.ends.pop() else {
+            return false;
+        };
+        let start = self.ends.last().copied().unwrap_or(0);
+        into.clear();
+        into.extend_from_slice(&self.values[start..end]);
+        self.values.truncate(start);
+        true
+    }
+}
 
 /// Enumerates the decision tree of one step of `from` (or of construction,
 /// with `make`) into `out`: each leaf's world, whose decision log holds the
@@ -161,20 +257,27 @@ fn leaves<P: Protocol>(
     make: &dyn Fn(Source) -> World<P>,
     faults_left: u64,
     runs: &mut u64,
-    out: &mut Vec<World<P>>,
+    pool: &mut Pool<P>,
+    prefixes: &mut Prefixes,
+    out: &mut Vec<Box<World<P>>>,
 ) {
-    let mut prefixes: Vec<Vec<u32>> = vec![Vec::new()];
-    while let Some(prefix) = prefixes.pop() {
+    let mut prefix: Vec<u32> = Vec::new();
+    let mut first = true;
+    while std::mem::take(&mut first) || prefixes.pop(&mut prefix) {
         *runs += 1;
         let world = match from {
             Some(w) => {
-                let mut w = w.clone();
+                let mut w = pool.copy_of(w);
                 debug_assert!(w.decisions().is_empty());
-                w.set_source(Source::recorded(prefix.clone()));
+                w.replay(&prefix);
                 w.step();
                 w
             }
-            None => make(Source::recorded(prefix.clone())),
+            None => {
+                let mut w = Box::new(make(Source::recorded(prefix.clone())));
+                w.stop_digest();
+                w
+            }
         };
         let taken: &[Decision] = world.decisions();
         let faults_in_prefix = taken[..prefix.len().min(taken.len())]
@@ -190,9 +293,7 @@ fn leaves<P: Protocol>(
                 continue;
             }
             for alt in (1..d.arity).rev() {
-                let mut p: Vec<u32> = taken[..i].iter().map(|d| d.value).collect();
-                p.push(alt);
-                prefixes.push(p);
+                prefixes.push(&taken[..i], alt);
             }
         }
         out.push(world);
@@ -216,33 +317,31 @@ pub fn explore<P: Protocol>(
     // along a path that spent its fault budget (a duplicate that was then
     // ignored, say) must not hide the same state reached with faults still
     // to spend; one reached with as many or more spent adds nothing.
-    let mut visited = Visited::default();
+    let mut visited = Visited::new();
     let mut paths = Paths::new();
     let mut stack: Vec<Node<P>> = Vec::new();
+    let mut pool = Pool { free: Vec::new() };
+    let mut prefixes = Prefixes::default();
     // Admits a leaf reached from the state at `parent` (path entry, faults
-    // spent, depth); returns `false` to stop (a violation).
+    // spent, depth); returns `false` to stop (a violation). A leaf that is
+    // not kept goes back to the pool.
     let admit = |ex: &mut Exploration,
                  visited: &mut Visited,
                  paths: &mut Paths,
                  stack: &mut Vec<Node<P>>,
-                 mut world: World<P>,
+                 pool: &mut Pool<P>,
+                 mut world: Box<World<P>>,
                  (parent, parent_faults, depth): (u32, u64, u64)|
      -> bool {
         ex.transitions += 1;
         let faults = parent_faults + faults_of(world.decisions());
         if faults > bounds.max_faults {
+            pool.recycle(world);
             return true;
         }
-        if bounds.dedup {
-            match visited.entry(world.fingerprint()) {
-                HashEntry::Occupied(e) if *e.get() <= faults => return true,
-                HashEntry::Occupied(mut e) => {
-                    e.insert(faults);
-                }
-                HashEntry::Vacant(e) => {
-                    e.insert(faults);
-                }
-            }
+        if bounds.dedup && !visited.admit(world.fingerprint(), faults) {
+            pool.recycle(world);
+            return true;
         }
         ex.states += 1;
         ex.max_depth = ex.max_depth.max(depth);
@@ -256,14 +355,18 @@ pub fn explore<P: Protocol>(
                 ex.violation = Some((v, paths.full(parent, world.decisions())));
                 return false;
             }
+            pool.recycle(world);
             return true;
         }
         if depth >= bounds.max_depth {
             ex.depth_cut += 1;
+            pool.recycle(world);
             return true;
         }
         let path = paths.push(parent, world.decisions());
         world.clear_decisions();
+        // Every copy replays a prefix of its own: nothing to copy here.
+        world.replay(&[]);
         stack.push(Node {
             world,
             depth,
@@ -273,9 +376,25 @@ pub fn explore<P: Protocol>(
         true
     };
     let mut out = Vec::new();
-    leaves(None, make, bounds.max_faults, &mut ex.runs, &mut out);
+    leaves(
+        None,
+        make,
+        bounds.max_faults,
+        &mut ex.runs,
+        &mut pool,
+        &mut prefixes,
+        &mut out,
+    );
     for w in out.drain(..) {
-        if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, (0, 0, 0)) {
+        if !admit(
+            &mut ex,
+            &mut visited,
+            &mut paths,
+            &mut stack,
+            &mut pool,
+            w,
+            (0, 0, 0),
+        ) {
             return ex;
         }
     }
@@ -295,9 +414,26 @@ pub fn explore<P: Protocol>(
         }
         let left = bounds.max_faults.saturating_sub(node.faults);
         let at = (node.path, node.faults, node.depth + 1);
-        leaves(Some(&node.world), make, left, &mut ex.runs, &mut out);
+        leaves(
+            Some(&node.world),
+            make,
+            left,
+            &mut ex.runs,
+            &mut pool,
+            &mut prefixes,
+            &mut out,
+        );
+        pool.recycle(node.world);
         for w in out.drain(..) {
-            if !admit(&mut ex, &mut visited, &mut paths, &mut stack, w, at) {
+            if !admit(
+                &mut ex,
+                &mut visited,
+                &mut paths,
+                &mut stack,
+                &mut pool,
+                w,
+                at,
+            ) {
                 return ex;
             }
         }

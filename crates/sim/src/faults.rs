@@ -10,13 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::choice::Chooser;
-use crate::hash::StableHasher;
 use crate::registry::{ProtocolInfo, one_of};
 use simcast_machines::time::Time;
 
@@ -218,13 +217,34 @@ struct Armed {
 }
 
 /// The fault options in force for one run, and what was injected.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FaultState {
     ppm: Vec<u32>,
     counts: Vec<u64>,
     budget: Option<u64>,
     used: u64,
     targeted: Vec<Armed>,
+}
+
+impl Clone for FaultState {
+    fn clone(&self) -> Self {
+        FaultState {
+            ppm: self.ppm.clone(),
+            counts: self.counts.clone(),
+            budget: self.budget,
+            used: self.used,
+            targeted: self.targeted.clone(),
+        }
+    }
+
+    /// Reuses this state's buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.ppm.clone_from(&source.ppm);
+        self.counts.clone_from(&source.counts);
+        self.budget = source.budget;
+        self.used = source.used;
+        self.targeted.clone_from(&source.targeted);
+    }
 }
 
 impl FaultState {
@@ -361,7 +381,7 @@ impl FaultState {
     }
 
     /// Hashes what affects future behaviour: the rates and the budget left.
-    pub fn fingerprint(&self, h: &mut StableHasher) {
+    pub fn fingerprint<H: Hasher>(&self, h: &mut H) {
         self.ppm.hash(h);
         self.budget.map(|b| b.saturating_sub(self.used)).hash(h);
         self.targeted.hash(h);

@@ -100,6 +100,89 @@ impl Hasher for StableHasher {
     }
 }
 
+/// A fast, fixed-algorithm 64-bit hasher for world fingerprints: three
+/// interleaved multiply-rotate lanes, so that consecutive words feed
+/// independent dependency chains (a fingerprint absorbs a hundred words or
+/// so per state, and one chain would wait on every multiply), then a
+/// murmur3 finish of all three. Like [`StableHasher`] it is the same in
+/// every process, but it is a different function: fingerprints are only
+/// compared within one exploration, never stored.
+#[derive(Clone, Debug)]
+pub struct Fingerprinter {
+    lanes: [u64; 3],
+    len: u64,
+}
+
+impl Default for Fingerprinter {
+    fn default() -> Self {
+        Fingerprinter::new()
+    }
+}
+
+impl Fingerprinter {
+    /// A hasher in its initial state.
+    pub const fn new() -> Self {
+        Fingerprinter {
+            lanes: [SEED, SEED ^ K, SEED.rotate_left(32)],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn absorb(&mut self, word: u64) {
+        let [a, b, c] = self.lanes;
+        let t = (a ^ word).wrapping_mul(K).rotate_left(29);
+        self.lanes = [b, c, t];
+        self.len = self.len.wrapping_add(1);
+    }
+}
+
+impl Hasher for Fingerprinter {
+    #[inline]
+    fn finish(&self) -> u64 {
+        let [a, b, c] = self.lanes;
+        mix64(a.rotate_left(21) ^ b.rotate_left(42) ^ c ^ self.len.wrapping_mul(K))
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.absorb(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.absorb(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.absorb(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.absorb(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.absorb(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.absorb(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.absorb(i as u64);
+    }
+    #[inline]
+    fn write_i64(&mut self, i: i64) {
+        self.absorb(i as u64);
+    }
+}
+
 /// The stable hash of one value.
 pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut h = StableHasher::new();

@@ -19,8 +19,8 @@
 //! Invariants are checked against a history the world keeps itself, with a
 //! naive pairwise conflict test, independently of the table's code.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use simcast_machines::coverage::Coverage;
@@ -31,6 +31,7 @@ use simcast_machines::time::Time;
 
 use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
+use crate::hash::Fingerprinter;
 use crate::protocols::checks::{self, us};
 use crate::protocols::keys::{KeyConfig, KeySpace, clash};
 use crate::registry::{
@@ -489,22 +490,85 @@ struct Session {
     open: bool,
 }
 
-/// The invariants' own view of the table, from what it reported.
-#[derive(Clone, Debug, Default, Hash)]
+/// The invariants' own view of the table, from what it reported. Small
+/// sorted vectors: a copy is an allocation per vector at most, none into a
+/// recycled world.
+#[derive(Debug, Default)]
 struct History {
     next_arrival: u64,
-    /// Blocking requests admitted and not yet granted or cancelled, by
-    /// arrival.
-    waiting: BTreeMap<u64, (RequestId, LockRequest)>,
-    arrival_of: BTreeMap<RequestId, u64>,
-    held: BTreeMap<RequestId, LockRequest>,
+    /// Blocking requests admitted and not yet granted or cancelled, in
+    /// arrival order.
+    waiting: Vec<Seen>,
+    /// Granted requests not yet released, by id (`arrival` unused).
+    held: Vec<Seen>,
+}
+
+/// A request as the history saw it.
+#[derive(Debug)]
+struct Seen {
+    arrival: u64,
+    rid: RequestId,
+    request: LockRequest,
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Seen {
+            arrival: self.arrival,
+            rid: self.rid,
+            request: self.request.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.arrival = source.arrival;
+        self.rid = source.rid;
+        self.request.clone_from(&source.request);
+    }
+}
+
+impl Clone for History {
+    fn clone(&self) -> Self {
+        History {
+            next_arrival: self.next_arrival,
+            waiting: self.waiting.clone(),
+            held: self.held.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.next_arrival = source.next_arrival;
+        self.waiting.clone_from(&source.waiting);
+        self.held.clone_from(&source.held);
+    }
+}
+
+/// Requests by their cached digests (a function of their keys).
+impl Hash for History {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.next_arrival.hash(h);
+        self.waiting.len().hash(h);
+        for w in &self.waiting {
+            w.arrival.hash(h);
+            w.rid.hash(h);
+            w.request.digest().hash(h);
+        }
+        self.held.len().hash(h);
+        for held in &self.held {
+            held.rid.hash(h);
+            held.request.digest().hash(h);
+        }
+    }
 }
 
 impl History {
     fn admitted(&mut self, rid: RequestId, request: LockRequest) {
         self.next_arrival += 1;
-        self.arrival_of.insert(rid, self.next_arrival);
-        self.waiting.insert(self.next_arrival, (rid, request));
+        self.waiting.push(Seen {
+            arrival: self.next_arrival,
+            rid,
+            request,
+        });
     }
 
     /// A grant of a waiting request (`arrival` known) or of a try-acquire.
@@ -514,33 +578,42 @@ impl History {
         rid: RequestId,
         try_request: Option<LockRequest>,
     ) {
-        let (arrival, request) = match try_request {
+        // The waiters that arrived before this request: all of them for a
+        // try-acquire, those before it in the queue for a waiter.
+        let (earlier, request) = match try_request {
             Some(r) => {
                 self.next_arrival += 1;
-                (self.next_arrival, r)
+                (self.waiting.len(), r)
             }
             None => {
-                let Some(arrival) = self.arrival_of.remove(&rid) else {
+                let Some(i) = self.waiting.iter().position(|w| w.rid == rid) else {
                     cx.violate(
                         EXCLUSION,
                         format!("{rid} granted but never admitted as waiting"),
                     );
                     return;
                 };
-                let (_, r) = self.waiting.remove(&arrival).expect("arrival indexed");
-                (arrival, r)
+                (i, self.waiting.remove(i).request)
             }
         };
-        if let Some((h, hr)) = self.held.iter().find(|(_, hr)| clash(hr, &request)) {
+        if let Some(Seen {
+            rid: h,
+            request: hr,
+            ..
+        }) = self.held.iter().find(|h| clash(&h.request, &request))
+        {
             cx.violate(
                 EXCLUSION,
                 format!("{rid} {request} granted while {h} {hr} holds a conflicting key"),
             );
         }
-        if let Some((_, (w, wr))) = self
-            .waiting
-            .range(..arrival)
-            .find(|(_, (_, wr))| clash(wr, &request))
+        if let Some(Seen {
+            rid: w,
+            request: wr,
+            ..
+        }) = self.waiting[..earlier]
+            .iter()
+            .find(|w| clash(&w.request, &request))
         {
             cx.violate(
                 FIFO,
@@ -549,35 +622,77 @@ impl History {
                 ),
             );
         }
-        self.held.insert(rid, request);
+        let at = self.held.partition_point(|h| h.rid < rid);
+        let seen = Seen {
+            arrival: 0,
+            rid,
+            request,
+        };
+        if self.held.get(at).is_some_and(|h| h.rid == rid) {
+            self.held[at] = seen;
+        } else {
+            self.held.insert(at, seen);
+        }
     }
 
     fn released(&mut self, rid: RequestId) {
-        self.held.remove(&rid);
+        if let Ok(i) = self.held.binary_search_by(|h| h.rid.cmp(&rid)) {
+            self.held.remove(i);
+        }
     }
 
     fn cancelled(&mut self, rid: RequestId) {
-        if let Some(a) = self.arrival_of.remove(&rid) {
-            self.waiting.remove(&a);
+        if let Some(i) = self.waiting.iter().position(|w| w.rid == rid) {
+            self.waiting.remove(i);
         }
     }
 }
 
 /// The locks world.
-#[derive(Clone, Debug, Hash)]
+#[derive(Debug, Hash)]
 pub struct LocksWorld {
     p: Shared<Params>,
     server: NodeId,
     table: LockTable,
     clients: Vec<Client>,
     sessions: Vec<Session>,
-    /// Table request -> (client, client request id).
-    by_rid: BTreeMap<RequestId, (u32, Crid)>,
-    by_crid: BTreeMap<(u32, Crid), RequestId>,
+    /// Table request <-> (client, client request id), sorted by table
+    /// request.
+    requests: Vec<(RequestId, u32, Crid)>,
     /// Last delivery time per client link, up and down (keeps links FIFO).
     link_up: Vec<Time>,
     link_down: Vec<Time>,
     history: History,
+}
+
+impl Clone for LocksWorld {
+    fn clone(&self) -> Self {
+        LocksWorld {
+            p: self.p.clone(),
+            server: self.server,
+            table: self.table.clone(),
+            clients: self.clients.clone(),
+            sessions: self.sessions.clone(),
+            requests: self.requests.clone(),
+            link_up: self.link_up.clone(),
+            link_down: self.link_down.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// Field by field into this world's buffers (the explorer recycles
+    /// worlds).
+    fn clone_from(&mut self, source: &Self) {
+        self.p.clone_from(&source.p);
+        self.server = source.server;
+        self.table.clone_from(&source.table);
+        self.clients.clone_from(&source.clients);
+        self.sessions.clone_from(&source.sessions);
+        self.requests.clone_from(&source.requests);
+        self.link_up.clone_from(&source.link_up);
+        self.link_down.clone_from(&source.link_down);
+        self.history.clone_from(&source.history);
+    }
 }
 
 fn owner(client: u32, incarnation: u32) -> OwnerId {
@@ -618,8 +733,7 @@ impl LocksWorld {
                 };
                 n
             ],
-            by_rid: BTreeMap::new(),
-            by_crid: BTreeMap::new(),
+            requests: Vec::new(),
             link_up: vec![Time::ZERO; n],
             link_down: vec![Time::ZERO; n],
             history: History::default(),
@@ -849,7 +963,7 @@ impl LocksWorld {
                 Err(e) => unreachable!("try-acquire of a valid request: {e}"),
             },
             Up::Cancel { crid } => {
-                let rid = self.by_crid[&(client, crid)];
+                let rid = self.rid_of(client, crid);
                 match self.table.cancel(rid) {
                     Ok(()) => {
                         self.unmap(rid);
@@ -863,7 +977,7 @@ impl LocksWorld {
                 }
             }
             Up::Release { crid } => {
-                let rid = self.by_crid[&(client, crid)];
+                let rid = self.rid_of(client, crid);
                 match self.table.release(rid) {
                     Ok(()) => {
                         self.unmap(rid);
@@ -877,14 +991,37 @@ impl LocksWorld {
     }
 
     fn map(&mut self, client: u32, crid: Crid, rid: RequestId) {
-        self.by_rid.insert(rid, (client, crid));
-        self.by_crid.insert((client, crid), rid);
+        let at = self.requests.partition_point(|(r, _, _)| *r < rid);
+        if self.requests.get(at).is_some_and(|(r, _, _)| *r == rid) {
+            self.requests[at] = (rid, client, crid);
+        } else {
+            self.requests.insert(at, (rid, client, crid));
+        }
     }
 
     fn unmap(&mut self, rid: RequestId) {
-        if let Some(k) = self.by_rid.remove(&rid) {
-            self.by_crid.remove(&k);
+        if let Ok(i) = self.requests.binary_search_by(|(r, _, _)| r.cmp(&rid)) {
+            self.requests.remove(i);
         }
+    }
+
+    /// The table request of a client's request (mapped, or a bug).
+    fn rid_of(&self, client: u32, crid: Crid) -> RequestId {
+        self.requests
+            .iter()
+            .find(|(_, c, q)| *c == client && *q == crid)
+            .map(|(r, _, _)| *r)
+            .expect("a mapped client request")
+    }
+
+    /// The client request of a table request (mapped, or a bug).
+    fn client_of(&self, rid: RequestId) -> (u32, Crid) {
+        let i = self
+            .requests
+            .binary_search_by(|(r, _, _)| r.cmp(&rid))
+            .expect("a mapped table request");
+        let (_, client, crid) = self.requests[i];
+        (client, crid)
     }
 
     fn close_session(&mut self, cx: &mut Cx<Self>, client: u32) {
@@ -918,7 +1055,7 @@ impl LocksWorld {
         }) = self.table.poll_event()
         {
             self.history.granted(cx, rid, None);
-            let (client, crid) = self.by_rid[&rid];
+            let (client, crid) = self.client_of(rid);
             let incarnation = (owner.0 & 0xffff_ffff) as u32;
             let node = self.clients[client as usize].node;
             if cx.is_up(node) && cx.incarnation(node) == incarnation {
@@ -957,6 +1094,27 @@ impl Protocol for LocksWorld {
 
     fn info() -> &'static ProtocolInfo {
         &INFO
+    }
+
+    /// As `Hash`, but an acquire's request by its cached digest.
+    fn fingerprint_event(event: &LocksEvent, h: &mut Fingerprinter) {
+        match event {
+            LocksEvent::Up {
+                client,
+                incarnation,
+                msg:
+                    Up::Acquire {
+                        crid,
+                        request,
+                        blocking,
+                    },
+            } => {
+                // A tag no derived hash starts with, then every field.
+                u64::MAX.hash(h);
+                (*client, *incarnation, *crid, *blocking, request.digest()).hash(h);
+            }
+            other => other.hash(h),
+        }
     }
 
     fn start(&mut self, cx: &mut Cx<Self>) {
@@ -1022,13 +1180,13 @@ impl Protocol for LocksWorld {
     }
 
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)> {
-        if let Some((_, (rid, request))) = self.history.waiting.iter().next() {
+        if let Some(Seen { rid, request, .. }) = self.history.waiting.first() {
             let holders: Vec<String> = self
                 .history
                 .held
                 .iter()
-                .filter(|(_, h)| clash(h, request))
-                .map(|(h, r)| format!("{h} {r}"))
+                .filter(|h| clash(&h.request, request))
+                .map(|h| format!("{} {}", h.rid, h.request))
                 .collect();
             return Some((
                 EVENTUALLY_GRANTED,
