@@ -422,50 +422,95 @@ impl Clone for Heap {
     }
 }
 
+/// The order of heap entries: time, then sequence number (unique, so the
+/// slot never decides), as one integer comparison.
+#[inline]
+fn heap_key(e: &(Time, u64, u32)) -> u128 {
+    (u128::from(e.0.as_micros()) << 64) | u128::from(e.1)
+}
+
 impl Heap {
     fn push(&mut self, e: (Time, u64, u32)) {
         self.v.push(e);
         self.sift_up(self.v.len() - 1);
     }
 
+    /// Moves the entry at `i` up to its place (a hole moves, not swaps).
     fn sift_up(&mut self, mut i: usize) {
+        let e = self.v[i];
+        let k = heap_key(&e);
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.v[i] >= self.v[parent] {
+            if k >= heap_key(&self.v[parent]) {
                 break;
             }
-            self.v.swap(i, parent);
+            self.v[i] = self.v[parent];
             i = parent;
         }
+        self.v[i] = e;
     }
 
+    /// Moves the entry at `i` down to its place.
     fn sift_down(&mut self, mut i: usize) {
         let n = self.v.len();
+        let e = self.v[i];
+        let k = heap_key(&e);
         loop {
             let left = 2 * i + 1;
             if left >= n {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && self.v[right] < self.v[left] {
+            let child = if right < n && heap_key(&self.v[right]) < heap_key(&self.v[left]) {
                 right
             } else {
                 left
             };
-            if self.v[child] >= self.v[i] {
+            if heap_key(&self.v[child]) >= k {
                 break;
             }
-            self.v.swap(i, child);
+            self.v[i] = self.v[child];
             i = child;
         }
+        self.v[i] = e;
+    }
+
+    /// Moves the entry at the root down to a leaf along the smaller
+    /// children, then up to its place: the entry that replaces the root
+    /// came from the bottom and usually belongs near it, so this compares
+    /// less than sifting down from the top (as `std`'s `BinaryHeap::pop`).
+    fn sift_root_down_to_bottom(&mut self) {
+        let n = self.v.len();
+        let e = self.v[0];
+        let mut i = 0;
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && heap_key(&self.v[right]) < heap_key(&self.v[left]) {
+                right
+            } else {
+                left
+            };
+            self.v[i] = self.v[child];
+            i = child;
+        }
+        self.v[i] = e;
+        self.sift_up(i);
     }
 
     /// Removes the entry at `i`.
     fn remove(&mut self, i: usize) -> (Time, u64, u32) {
         let e = self.v.swap_remove(i);
         if i < self.v.len() {
-            self.sift_down(i);
-            self.sift_up(i);
+            if i == 0 {
+                self.sift_root_down_to_bottom();
+            } else {
+                self.sift_down(i);
+                self.sift_up(i);
+            }
         }
         e
     }
@@ -590,11 +635,12 @@ impl<E: Hash> Queue<E> {
         let at = if ties.len() == 1 {
             0
         } else {
-            // The first MAX_TIE in scheduling order are the alternatives.
-            ties.sort_unstable();
+            // The first MAX_TIE in scheduling order are the alternatives:
+            // the pick-th of them is the pick-th smallest sequence number
+            // (they are unique), found without sorting the ties.
             let n = ties.len().min(MAX_TIE);
             let pick = chooser.choose(n as u32) as usize;
-            ties[pick].1 as usize
+            ties.select_nth_unstable(pick).1.1 as usize
         };
         let (_, _, slot) = self.heap.remove(at);
         match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
