@@ -402,14 +402,15 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
-/// A binary min-heap of `(time, seq, slot)`; sequence numbers are unique,
-/// so the order is total and slots never decide it. Its own (rather than
-/// `BinaryHeap`) so that the simultaneous events at the top can be found
-/// in place and one of them removed, without popping and re-pushing the
-/// others.
+/// A binary min-heap of `(key, slot)`, the key being the time and the
+/// sequence number as one integer ([`heap_key`]); sequence numbers are
+/// unique, so the order is total and slots never decide it. Its own
+/// (rather than `BinaryHeap`) so that the simultaneous events at the top
+/// can be found in place and one of them removed, without popping and
+/// re-pushing the others.
 #[derive(Debug, Default)]
 struct Heap {
-    v: Vec<(Time, u64, u32)>,
+    v: Vec<(u128, u32)>,
 }
 
 impl Clone for Heap {
@@ -422,26 +423,39 @@ impl Clone for Heap {
     }
 }
 
-/// The order of heap entries: time, then sequence number (unique, so the
-/// slot never decides), as one integer comparison.
+/// The order of heap entries: time, then sequence number, as one integer.
 #[inline]
-fn heap_key(e: &(Time, u64, u32)) -> u128 {
-    (u128::from(e.0.as_micros()) << 64) | u128::from(e.1)
+fn heap_key(at: Time, seq: u64) -> u128 {
+    (u128::from(at.as_micros()) << 64) | u128::from(seq)
+}
+
+/// The time of a heap key.
+#[inline]
+fn key_time(key: u128) -> Time {
+    Time::from_micros((key >> 64) as u64)
+}
+
+/// The sequence number of a heap key.
+#[inline]
+fn key_seq(key: u128) -> u64 {
+    key as u64
 }
 
 impl Heap {
-    fn push(&mut self, e: (Time, u64, u32)) {
+    #[inline]
+    fn push(&mut self, e: (u128, u32)) {
         self.v.push(e);
         self.sift_up(self.v.len() - 1);
     }
 
     /// Moves the entry at `i` up to its place (a hole moves, not swaps).
+    #[inline]
     fn sift_up(&mut self, mut i: usize) {
         let e = self.v[i];
-        let k = heap_key(&e);
+        let k = e.0;
         while i > 0 {
             let parent = (i - 1) / 2;
-            if k >= heap_key(&self.v[parent]) {
+            if k >= self.v[parent].0 {
                 break;
             }
             self.v[i] = self.v[parent];
@@ -451,22 +465,23 @@ impl Heap {
     }
 
     /// Moves the entry at `i` down to its place.
+    #[inline]
     fn sift_down(&mut self, mut i: usize) {
         let n = self.v.len();
         let e = self.v[i];
-        let k = heap_key(&e);
+        let k = e.0;
         loop {
             let left = 2 * i + 1;
             if left >= n {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && heap_key(&self.v[right]) < heap_key(&self.v[left]) {
+            let child = if right < n && self.v[right].0 < self.v[left].0 {
                 right
             } else {
                 left
             };
-            if heap_key(&self.v[child]) >= k {
+            if self.v[child].0 >= k {
                 break;
             }
             self.v[i] = self.v[child];
@@ -479,6 +494,7 @@ impl Heap {
     /// children, then up to its place: the entry that replaces the root
     /// came from the bottom and usually belongs near it, so this compares
     /// less than sifting down from the top (as `std`'s `BinaryHeap::pop`).
+    #[inline]
     fn sift_root_down_to_bottom(&mut self) {
         let n = self.v.len();
         let e = self.v[0];
@@ -489,7 +505,7 @@ impl Heap {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && heap_key(&self.v[right]) < heap_key(&self.v[left]) {
+            let child = if right < n && self.v[right].0 < self.v[left].0 {
                 right
             } else {
                 left
@@ -502,7 +518,8 @@ impl Heap {
     }
 
     /// Removes the entry at `i`.
-    fn remove(&mut self, i: usize) -> (Time, u64, u32) {
+    #[inline]
+    fn remove(&mut self, i: usize) -> (u128, u32) {
         let e = self.v.swap_remove(i);
         if i < self.v.len() {
             if i == 0 {
@@ -548,9 +565,9 @@ impl<E: Clone> Clone for Queue<E> {
         const ROOM: usize = 8;
         let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
         let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
-        for (i, (t, seq, slot)) in self.heap.v.iter().enumerate() {
+        for (i, (key, slot)) in self.heap.v.iter().enumerate() {
             slots.push(self.slots[*slot as usize].clone());
-            heap.push((*t, *seq, i as u32));
+            heap.push((*key, i as u32));
         }
         Queue {
             // The same keys in the same places: still a heap.
@@ -598,11 +615,11 @@ impl<E: Hash> Queue<E> {
             }
             slot
         };
-        self.heap.push((at, self.next_seq, slot));
+        self.heap.push((heap_key(at, self.next_seq), slot));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.heap.v.first().map(|(t, _, _)| *t)
+        self.heap.v.first().map(|(key, _)| key_time(*key))
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -615,19 +632,20 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let &(t, seq, _) = self.heap.v.first()?;
+        let &(first, _) = self.heap.v.first()?;
+        let (t, at_t) = (key_time(first), first >> 64);
         // The events at the earliest time are a subtree at the root (a
         // parent is never later than its children): walk it.
         let v = &self.heap.v;
         let ties = &mut self.ties;
         ties.clear();
-        ties.push((seq, 0));
+        ties.push((key_seq(first), 0));
         let mut k = 0;
         while k < ties.len() {
             let i = ties[k].1 as usize;
             for child in [2 * i + 1, 2 * i + 2] {
-                if child < v.len() && v[child].0 == t {
-                    ties.push((v[child].1, child as u32));
+                if child < v.len() && v[child].0 >> 64 == at_t {
+                    ties.push((key_seq(v[child].0), child as u32));
                 }
             }
             k += 1;
@@ -642,7 +660,7 @@ impl<E: Hash> Queue<E> {
             let pick = chooser.choose(n as u32) as usize;
             ties.select_nth_unstable(pick).1.1 as usize
         };
-        let (_, _, slot) = self.heap.remove(at);
+        let (_, slot) = self.heap.remove(at);
         match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
             Slot::Full(q) => {
                 self.free = slot;
@@ -660,7 +678,8 @@ impl<E: Hash> Queue<E> {
     /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
     fn fingerprint(&self, h: &mut Fingerprinter, event: fn(&E, &mut Fingerprinter)) {
         let mut sum = 0u64;
-        for (t, _, slot) in &self.heap.v {
+        for (key, slot) in &self.heap.v {
+            let t = key_time(*key);
             let q = self.queued(*slot);
             let mut e = Fingerprinter::new();
             t.hash(&mut e);
