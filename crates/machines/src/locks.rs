@@ -87,7 +87,7 @@ pub const DEFAULT_DB_NAME: &str = "default";
 /// One key of a lock request: an entity and the mode it is wanted in.
 ///
 /// Ordered by domain (lock order), then key, then mode (exclusive first).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResourceKey {
     /// What kind of entity.
     pub domain: Domain,
@@ -95,6 +95,47 @@ pub struct ResourceKey {
     pub key: Arc<str>,
     /// `true` for a shared (read) lock, `false` for an exclusive one.
     pub shared: bool,
+}
+
+/// Field by field, as derived; keys sharing one name compare without
+/// reading its bytes.
+impl PartialEq for ResourceKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.domain == other.domain
+            && self.shared == other.shared
+            && (Arc::ptr_eq(&self.key, &other.key) || self.key == other.key)
+    }
+}
+
+impl Eq for ResourceKey {}
+
+/// Field by field, as derived (agrees with the equality: equal keys have
+/// equal fields).
+impl Hash for ResourceKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.domain.hash(h);
+        self.key.hash(h);
+        self.shared.hash(h);
+    }
+}
+
+impl PartialOrd for ResourceKey {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Domain, key, mode, as derived (see [`lock_order`]).
+impl Ord for ResourceKey {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        lock_order(self, other).then(self.shared.cmp(&other.shared))
+    }
+}
+
+thread_local! {
+    /// The empty key name (cluster and privilege keys), allocated once per
+    /// thread: those keys are made for every broadcast request.
+    static EMPTY_NAME: Arc<str> = Arc::from("");
 }
 
 impl ResourceKey {
@@ -109,7 +150,7 @@ impl ResourceKey {
 
     /// The cluster key (`Cluster:`), shared or exclusive.
     pub fn cluster(shared: bool) -> Self {
-        ResourceKey::new(Domain::Cluster, "", shared)
+        ResourceKey::new(Domain::Cluster, EMPTY_NAME.with(Arc::clone), shared)
     }
 
     /// The shared cluster key every broadcast request carries.
@@ -136,7 +177,7 @@ impl ResourceKey {
 
     /// The privilege key: key `""`, always exclusive.
     pub fn privilege() -> Self {
-        ResourceKey::new(Domain::Privilege, "", false)
+        ResourceKey::new(Domain::Privilege, EMPTY_NAME.with(Arc::clone), false)
     }
 
     /// A snapshot key: `"collectionID:name"`.
@@ -150,7 +191,7 @@ impl ResourceKey {
 
     /// Whether the two keys name the same lock, i.e. the same `(domain, key)`.
     pub fn same_lock(&self, other: &ResourceKey) -> bool {
-        self.domain == other.domain && self.key == other.key
+        self.domain == other.domain && (Arc::ptr_eq(&self.key, &other.key) || self.key == other.key)
     }
 
     /// Whether holding both at once is forbidden: same lock, and at least one
@@ -631,17 +672,18 @@ impl Entries {
         self.position(*id).ok().map(|i| &self.list[i].1)
     }
 
-    fn get_mut(&mut self, id: &RequestId) -> Option<&mut Entry> {
-        self.position(*id).ok().map(|i| &mut self.list[i].1)
-    }
-
     /// The locks of a known request.
     fn locks(&self, id: &RequestId) -> &[(u32, bool)] {
         self.locks_of(&self[id])
     }
 
     fn locks_of(&self, e: &Entry) -> &[(u32, bool)] {
-        &self.locks[e.span.0 as usize..(e.span.0 + e.span.1) as usize]
+        self.span(e.span)
+    }
+
+    /// The locks at `span` (an entry's `(start, len)`).
+    fn span(&self, (start, len): (u32, u32)) -> &[(u32, bool)] {
+        &self.locks[start as usize..(start + len) as usize]
     }
 
     /// Adds a request that is not admitted yet, with its locks.
@@ -765,7 +807,6 @@ struct Scratch {
     /// Per slot: modes claimed by earlier waiters (bit 0 shared, bit 1
     /// exclusive); all zero between calls.
     claims: Vec<u8>,
-    candidates: Vec<RequestId>,
     /// The locks of a request being admitted.
     locks: Vec<(u32, bool)>,
 }
@@ -774,7 +815,6 @@ impl Clone for Scratch {
     fn clone(&self) -> Self {
         Scratch {
             claims: Vec::new(),
-            candidates: Vec::new(),
             locks: Vec::new(),
         }
     }
@@ -1170,60 +1210,93 @@ impl LockTable {
         }
         let rule = self.rule();
         let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
-        let mut candidates = std::mem::take(&mut self.scratch.candidates);
-        candidates.clear();
-        candidates.extend_from_slice(&self.waiting);
         let mut claims = std::mem::take(&mut self.scratch.claims);
         if claims.len() < self.holdings.len() {
             claims.resize(self.holdings.len(), 0);
         }
+        // The waiters are the entries in the waiting state, and both lists
+        // are in id order: walk the entries (no lookup per waiter).
+        debug_assert!(
+            self.entries
+                .iter()
+                .filter(|(_, e)| e.state == RequestState::Waiting)
+                .map(|(id, _)| *id)
+                .eq(self.waiting.iter().copied()),
+            "the waiting queue is the waiting entries in id order"
+        );
         let mut kept = 0;
-        for &id in &candidates {
-            let locks = self.entries.locks(&id);
-            let behind_waiter = !ignore_waiters
-                && locks.iter().any(|&(slot, shared)| {
-                    let c = claims[slot as usize];
-                    (c & 1 != 0 && rule.modes_conflict(shared, true))
-                        || (c & 2 != 0 && rule.modes_conflict(shared, false))
-                });
-            let behind_holder = self.conflicting_holder(locks).is_some();
+        for i in 0..self.entries.list.len() {
+            let Admitted(id, e) = &self.entries.list[i];
+            if e.state != RequestState::Waiting {
+                continue;
+            }
+            let (id, span) = (*id, e.span);
+            let locks = self.entries.span(span);
+            // One pass: the modes each lock conflicts with (bit 0 shared,
+            // bit 1 exclusive) against those held and those claimed; a
+            // conflicting holder settles it.
+            let (mut behind_holder, mut behind_waiter) = (false, false);
+            for &(slot, shared) in locks {
+                let conflicts = u8::from(rule.modes_conflict(shared, true))
+                    | (u8::from(rule.modes_conflict(shared, false)) << 1);
+                let h = &self.holdings[slot as usize];
+                let held = u8::from(!h.shared.is_empty()) | (u8::from(h.exclusive.is_some()) << 1);
+                if held & conflicts != 0 {
+                    behind_holder = true;
+                    break;
+                }
+                behind_waiter |= claims[slot as usize] & conflicts != 0;
+            }
+            let behind_waiter = behind_waiter && !ignore_waiters;
             if behind_waiter || behind_holder {
+                for &(slot, shared) in locks {
+                    claims[slot as usize] |= if shared { 1 } else { 2 };
+                }
                 if !behind_holder {
                     self.hit(Tr::StaysBehindWaiter);
-                }
-                for &(slot, shared) in self.entries.locks(&id) {
-                    claims[slot as usize] |= if shared { 1 } else { 2 };
                 }
                 self.waiting[kept] = id;
                 kept += 1;
             } else {
                 self.hit(Tr::WaitingHeld);
-                self.grant(id);
+                let owner = self.take_keys_at(i);
+                self.events
+                    .push_back(LockEvent::Granted { request: id, owner });
             }
         }
         self.waiting.truncate(kept);
-        for &id in &self.waiting {
-            for &(slot, _) in self.entries.locks(&id) {
-                claims[slot as usize] = 0;
+        // Claims back to zero: only the slots of the waiters kept were set.
+        for Admitted(_, e) in &self.entries.list {
+            if e.state == RequestState::Waiting {
+                for &(slot, _) in self.entries.span(e.span) {
+                    claims[slot as usize] = 0;
+                }
             }
         }
         self.scratch.claims = claims;
-        self.scratch.candidates = candidates;
     }
 
     fn grant(&mut self, id: RequestId) {
-        self.take_keys(id);
-        let owner = self.entries[&id].owner;
+        let owner = self.take_keys(id);
         self.events
             .push_back(LockEvent::Granted { request: id, owner });
     }
 
-    fn take_keys(&mut self, id: RequestId) {
-        let entry = self.entries.get_mut(&id).expect("granting a known request");
+    /// Marks a waiting request held and records it as a holder of its locks;
+    /// returns its owner.
+    fn take_keys(&mut self, id: RequestId) -> OwnerId {
+        let i = self.entries.position(id).expect("granting a known request");
+        self.take_keys_at(i)
+    }
+
+    /// [`LockTable::take_keys`] of the `i`-th entry.
+    fn take_keys_at(&mut self, i: usize) -> OwnerId {
+        let Admitted(id, entry) = &mut self.entries.list[i];
+        let id = *id;
         debug_assert_eq!(entry.state, RequestState::Waiting);
         entry.state = RequestState::Held;
-        let entry = &self.entries[&id];
-        for &(slot, shared) in self.entries.locks_of(entry) {
+        let (owner, span) = (entry.owner, entry.span);
+        for &(slot, shared) in self.entries.span(span) {
             let h = &mut self.holdings[slot as usize];
             if shared {
                 if let Err(i) = h.shared.binary_search(&id) {
@@ -1241,6 +1314,7 @@ impl LockTable {
                 "exclusive and shared holders of one lock"
             );
         }
+        owner
     }
 
     fn drop_keys(&mut self, id: RequestId) {
@@ -1729,6 +1803,24 @@ mod model {
             4 => any::<usize>().prop_map(Op::Release),
             1 => (0..4u64).prop_map(Op::ReleaseOwner),
         ]
+    }
+
+    proptest! {
+        /// The hand-written order and equality (pointer shortcut) are the
+        /// derived ones of `(domain, key, shared)`, whether or not two keys
+        /// share one name allocation.
+        #[test]
+        fn key_order_is_domain_key_mode(a in key(), b in key(), share in any::<bool>()) {
+            let b = if share && a.key == b.key {
+                ResourceKey { key: a.key.clone(), ..b }
+            } else {
+                ResourceKey { key: Arc::from(&*b.key), ..b }
+            };
+            let tuple = |k: &ResourceKey| (k.domain, k.key.to_string(), k.shared);
+            prop_assert_eq!(a.cmp(&b), tuple(&a).cmp(&tuple(&b)));
+            prop_assert_eq!(a == b, tuple(&a) == tuple(&b));
+            prop_assert_eq!(a.same_lock(&b), a.domain == b.domain && *a.key == *b.key);
+        }
     }
 
     proptest! {
