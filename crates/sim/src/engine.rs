@@ -546,6 +546,12 @@ struct Queue<E> {
     /// Scratch for [`Queue::pop`]: `(seq, heap index)` of simultaneous
     /// events. Not state: a copy starts empty.
     ties: Vec<(u64, u32)>,
+    /// Incremental fingerprints ([`Queue::track`]), for the explorer: how
+    /// an event is hashed, each full slot's element hash, and their
+    /// wrapping sum over the queued events. Off (`None`) in sweeps.
+    track: Option<fn(&E, &mut Fingerprinter)>,
+    hashes: Vec<u64>,
+    sum: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -565,9 +571,13 @@ impl<E: Clone> Clone for Queue<E> {
         const ROOM: usize = 8;
         let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
         let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
+        let mut hashes = Vec::new();
         for (i, (key, slot)) in self.heap.v.iter().enumerate() {
             slots.push(self.slots[*slot as usize].clone());
             heap.push((*key, i as u32));
+            if self.track.is_some() {
+                hashes.push(self.hashes[*slot as usize]);
+            }
         }
         Queue {
             // The same keys in the same places: still a heap.
@@ -576,6 +586,9 @@ impl<E: Clone> Clone for Queue<E> {
             free: NO_SLOT,
             next_seq: self.next_seq,
             ties: Vec::new(),
+            track: self.track,
+            hashes,
+            sum: self.sum,
         }
     }
 
@@ -588,6 +601,9 @@ impl<E: Clone> Clone for Queue<E> {
         self.slots.clone_from(&source.slots);
         self.free = source.free;
         self.next_seq = source.next_seq;
+        self.track = source.track;
+        self.hashes.clone_from(&source.hashes);
+        self.sum = source.sum;
     }
 }
 
@@ -599,10 +615,30 @@ impl<E: Hash> Queue<E> {
             free: NO_SLOT,
             next_seq: 0,
             ties: Vec::new(),
+            track: None,
+            hashes: Vec::new(),
+            sum: 0,
+        }
+    }
+
+    /// Keeps the fingerprint of the queued events up to date as events come
+    /// and go (each hashed once, when scheduled), instead of hashing them
+    /// all at every [`Queue::fingerprint`]; `event` must be the one
+    /// `fingerprint` is then called with.
+    fn track(&mut self, event: fn(&E, &mut Fingerprinter)) {
+        self.track = Some(event);
+        self.hashes.clear();
+        self.hashes.resize(self.slots.len(), 0);
+        self.sum = 0;
+        for &(key, slot) in &self.heap.v {
+            let h = element_hash(key_time(key), self.queued(slot), event);
+            self.hashes[slot as usize] = h;
+            self.sum = self.sum.wrapping_add(h);
         }
     }
 
     fn push(&mut self, at: Time, q: Queued<E>) {
+        let hash = self.track.map(|event| element_hash(at, &q, event));
         self.next_seq += 1;
         let slot = if self.free == NO_SLOT {
             self.slots.push(Slot::Full(q));
@@ -615,6 +651,13 @@ impl<E: Hash> Queue<E> {
             }
             slot
         };
+        if let Some(h) = hash {
+            if slot as usize >= self.hashes.len() {
+                self.hashes.resize(slot as usize + 1, 0);
+            }
+            self.hashes[slot as usize] = h;
+            self.sum = self.sum.wrapping_add(h);
+        }
         self.heap.push((heap_key(at, self.next_seq), slot));
     }
 
@@ -661,6 +704,9 @@ impl<E: Hash> Queue<E> {
             ties.select_nth_unstable(pick).1.1 as usize
         };
         let (_, slot) = self.heap.remove(at);
+        if self.track.is_some() {
+            self.sum = self.sum.wrapping_sub(self.hashes[slot as usize]);
+        }
         match std::mem::replace(&mut self.slots[slot as usize], Slot::Free(self.free)) {
             Slot::Full(q) => {
                 self.free = slot;
@@ -675,27 +721,40 @@ impl<E: Hash> Queue<E> {
     /// multiset of `(time, target, event)`, since events at different times
     /// run in time order and which of several simultaneous ones goes first
     /// is a decision anyway. The multiset is hashed as the wrapping sum of
-    /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer.
+    /// its elements' (well-mixed, 64-bit) hashes: no sorting, no buffer,
+    /// and (tracked) kept up to date as events come and go.
     fn fingerprint(&self, h: &mut Fingerprinter, event: fn(&E, &mut Fingerprinter)) {
-        let mut sum = 0u64;
-        for (key, slot) in &self.heap.v {
-            let t = key_time(*key);
-            let q = self.queued(*slot);
-            let mut e = Fingerprinter::new();
-            t.hash(&mut e);
-            q.target.hash(&mut e);
-            match &q.item {
-                Item::Event(ev) => {
-                    0u8.hash(&mut e);
-                    event(ev, &mut e);
-                }
-                Item::Heal => 1u8.hash(&mut e),
-            }
-            sum = sum.wrapping_add(e.finish());
-        }
+        let sum = if self.track.is_some() {
+            debug_assert_eq!(self.sum, self.element_sum(event), "tracked queue hash");
+            self.sum
+        } else {
+            self.element_sum(event)
+        };
         self.heap.v.len().hash(h);
         sum.hash(h);
     }
+
+    fn element_sum(&self, event: fn(&E, &mut Fingerprinter)) -> u64 {
+        self.heap.v.iter().fold(0u64, |sum, &(key, slot)| {
+            sum.wrapping_add(element_hash(key_time(key), self.queued(slot), event))
+        })
+    }
+}
+
+/// The hash of one queued event in a queue's fingerprint: its time, target
+/// and event, not its sequence number.
+fn element_hash<E>(t: Time, q: &Queued<E>, event: fn(&E, &mut Fingerprinter)) -> u64 {
+    let mut e = Fingerprinter::new();
+    t.hash(&mut e);
+    q.target.hash(&mut e);
+    match &q.item {
+        Item::Event(ev) => {
+            0u8.hash(&mut e);
+            event(ev, &mut e);
+        }
+        Item::Heal => 1u8.hash(&mut e),
+    }
+    e.finish()
 }
 
 #[derive(Clone, Copy, Debug, Hash)]
@@ -1172,6 +1231,14 @@ impl<P: Protocol> World<P> {
     /// it reports in a run of its own).
     pub fn stop_digest(&mut self) {
         self.core.trace.hashing = false;
+    }
+
+    /// Keeps [`World::fingerprint`] cheap for a world that will be
+    /// fingerprinted after every step (the explorer's): pending events are
+    /// hashed once, as they are scheduled, not at every fingerprint. The
+    /// fingerprint is the same either way; copies keep tracking.
+    pub fn track_fingerprint(&mut self) {
+        self.core.queue.track(P::fingerprint_event);
     }
 
     /// Takes the decisions of what follows from `values`, then 0s, as
@@ -1750,6 +1817,45 @@ mod tests {
         let mut c2 = c.clone();
         c2.proto.script.clear();
         assert_ne!(a2.fingerprint(), c2.fingerprint());
+    }
+
+    #[test]
+    fn a_tracked_fingerprint_is_the_computed_one_through_steps_and_copies() {
+        let build = || {
+            World::new(
+                Probe {
+                    script: vec![
+                        (10, Ev::Log(1)),
+                        (10, Ev::TimerThenCrash { label: 7, delay: 5 }),
+                        (12, Ev::Log(2)),
+                        (30, Ev::Restart),
+                        (30, Ev::Log(3)),
+                    ],
+                    ..Probe::default()
+                },
+                limits(),
+                &FaultConfig::default(),
+                Source::recorded(vec![1, 0, 1]),
+                RunOptions::default(),
+            )
+        };
+        let mut plain = build();
+        let mut tracked = build();
+        tracked.track_fingerprint();
+        let mut recycled = build();
+        let mut steps = 0;
+        while plain.stopped().is_none() {
+            assert_eq!(tracked.fingerprint(), plain.fingerprint());
+            assert_eq!(tracked.clone().fingerprint(), plain.fingerprint());
+            recycled.clone_from(&tracked);
+            assert_eq!(recycled.fingerprint(), plain.fingerprint());
+            plain.step();
+            tracked.step();
+            steps += 1;
+        }
+        assert_eq!(tracked.stopped(), plain.stopped());
+        assert_eq!(tracked.fingerprint(), plain.fingerprint());
+        assert!(steps >= 5, "the script ran ({steps} steps)");
     }
 
     #[test]

@@ -276,6 +276,7 @@ fn leaves<P: Protocol>(
             None => {
                 let mut w = Box::new(make(Source::recorded(prefix.clone())));
                 w.stop_digest();
+                w.track_fingerprint();
                 w
             }
         };
