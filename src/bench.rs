@@ -394,6 +394,22 @@ fn read_madsim(path: &Path) -> Result<Vec<Figure>, Failure> {
 /// writes it.
 const MADSIM_MESSAGES: &str = "madsim messages/s";
 
+/// Figures summed over the scenarios measured: a run over named scenarios
+/// (`--scenario`) sums another set than the baseline's, so they are not
+/// compared then.
+const TOTALS: &[&str] = &[
+    "simulated events/s",
+    "seeds/s",
+    "simulated events/s, all cores",
+    "seeds/s, all cores",
+    "scaling",
+    "simulated events/s vs empty",
+    "allocs/event",
+    "explored states/s",
+    "broadcast events/s",
+    "broadcast events/s vs madsim messages/s",
+];
+
 /// The knobs of a run, resolved.
 struct Setup {
     seeds: u64,
@@ -467,11 +483,18 @@ pub fn run(a: BenchArgs) -> Result<Verdict, Failure> {
     add_madsim(&madsim, &broadcast, &mut report);
 
     let Report { figures, mut notes } = report;
+    let subset = !a.scenarios.is_empty();
+    if subset && base.is_some() {
+        notes.push(
+            "totals are over the named scenarios only: not compared with the baseline".to_owned(),
+        );
+    }
     let rows: Vec<Row<'_>> = figures
         .iter()
         .map(|f| Row {
             change: base
                 .as_ref()
+                .filter(|_| !(subset && TOTALS.contains(&f.name.as_str())))
                 .and_then(|b| b.get(&f.name))
                 .filter(|s| s.unit == f.unit.as_str())
                 .map(|s| baseline::compare(f.unit, f.value, s.value)),

@@ -777,6 +777,7 @@ fn bench_human_output_is_a_table_against_the_baseline() {
         r#"{"format": 1, "quick": true, "threads": 2, "seeds": 2, "repeat": 2, "figures": [
             {"name": "empty world events/s", "value": 1e15, "unit": "events/s", "spread": 0.0},
             {"name": "empty world allocs/event", "value": 1e-9, "unit": "allocs/event", "spread": 0.0},
+            {"name": "explored states/s", "value": 1e15, "unit": "states/s", "spread": 0.0},
             {"name": "gone", "value": 1.0, "unit": "x", "spread": 0.0}
         ]}"#,
     )
@@ -807,6 +808,12 @@ fn bench_human_output_is_a_table_against_the_baseline() {
     assert!(line("empty world events/s ").ends_with("SLOWER"), "{out}");
     assert!(line("empty world allocs/event").ends_with("WORSE"), "{out}");
     assert!(line("tick-explore states/s").contains("states/s"), "{out}");
+    // A total over named scenarios sums another set than the baseline's.
+    assert!(!line("explored states/s").ends_with("SLOWER"), "{out}");
+    assert!(
+        out.contains("totals are over the named scenarios only"),
+        "{out}"
+    );
     assert!(out.contains("not measured in this run: gone"), "{out}");
     assert!(
         out.contains("more than 10% worse than the baseline"),
