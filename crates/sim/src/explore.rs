@@ -121,28 +121,36 @@ impl Paths {
 }
 
 /// The visited set: fingerprint -> fewest faults spent reaching it, in an
-/// open-addressing table of `(fingerprint, faults)` pairs with linear
-/// probing from the fingerprint's top bits (fingerprints are well-mixed
-/// 64-bit hashes already). A lookup reads one cache line, mostly: the table
-/// outgrows the caches long before an exploration ends. Only looked up,
-/// never iterated (but to grow), so its layout cannot reach the
-/// exploration.
+/// open-addressing table of single words with linear probing from the
+/// fingerprint's top bits (fingerprints are well-mixed 64-bit hashes
+/// already). A word is the fingerprint with its lowest bits replaced by the
+/// faults: as many bits as the fault bound needs (none without faults, one
+/// for a bound of 1), so a word is 8 bytes, not 16, and the table (which
+/// outgrows the caches long before an exploration ends: a lookup is a cache
+/// miss, mostly) half as large. Fault counts are exact up to 65,535; beyond,
+/// they saturate there. Only looked up, never iterated (but to grow), so its
+/// layout cannot reach the exploration.
 struct Visited {
-    /// `(0, _)` is an empty slot; fingerprint 0 lives in `zero`.
-    slots: Vec<(u64, u64)>,
+    /// `0` is an empty slot; a fingerprint whose kept bits are all zero
+    /// lives in `zero`.
+    slots: Vec<u64>,
     len: usize,
     /// `64 - log2(slots.len())`: a fingerprint's home slot is its top bits.
     shift: u32,
+    /// The low bits of a word that hold the faults.
+    fault_mask: u64,
     zero: Option<u64>,
 }
 
 impl Visited {
-    fn new() -> Visited {
+    fn new(max_faults: u64) -> Visited {
         const BITS: u32 = 16;
+        let fault_bits = (64 - max_faults.leading_zeros()).min(16);
         Visited {
-            slots: vec![(0, 0); 1 << BITS],
+            slots: vec![0; 1 << BITS],
             len: 0,
             shift: 64 - BITS,
+            fault_mask: (1u64 << fault_bits) - 1,
             zero: None,
         }
     }
@@ -150,7 +158,9 @@ impl Visited {
     /// Records that `fp` was reached with `faults` spent; returns whether
     /// that is new (never reached, or only with more faults spent).
     fn admit(&mut self, fp: u64, faults: u64) -> bool {
-        if fp == 0 {
+        let key = fp & !self.fault_mask;
+        let faults = faults.min(self.fault_mask);
+        if key == 0 {
             return match self.zero {
                 Some(f) if f <= faults => false,
                 _ => {
@@ -164,19 +174,19 @@ impl Visited {
             self.grow();
         }
         let mask = self.slots.len() - 1;
-        let mut i = (fp >> self.shift) as usize;
+        let mut i = (key >> self.shift) as usize;
         loop {
-            let slot = &mut self.slots[i];
-            if slot.0 == fp {
-                if slot.1 <= faults {
-                    return false;
-                }
-                slot.1 = faults;
+            let word = self.slots[i];
+            if word == 0 {
+                self.slots[i] = key | faults;
+                self.len += 1;
                 return true;
             }
-            if slot.0 == 0 {
-                *slot = (fp, faults);
-                self.len += 1;
+            if word & !self.fault_mask == key {
+                if word & self.fault_mask <= faults {
+                    return false;
+                }
+                self.slots[i] = key | faults;
                 return true;
             }
             i = (i + 1) & mask;
@@ -184,16 +194,16 @@ impl Visited {
     }
 
     fn grow(&mut self) {
-        let doubled = vec![(0, 0); self.slots.len() * 2];
+        let doubled = vec![0; self.slots.len() * 2];
         let old = std::mem::replace(&mut self.slots, doubled);
         self.shift -= 1;
         let mask = self.slots.len() - 1;
-        for (fp, faults) in old.into_iter().filter(|(fp, _)| *fp != 0) {
-            let mut i = (fp >> self.shift) as usize;
-            while self.slots[i].0 != 0 {
+        for word in old.into_iter().filter(|w| *w != 0) {
+            let mut i = (word >> self.shift) as usize;
+            while self.slots[i] != 0 {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = (fp, faults);
+            self.slots[i] = word;
         }
     }
 }
@@ -318,7 +328,7 @@ pub fn explore<P: Protocol>(
     // along a path that spent its fault budget (a duplicate that was then
     // ignored, say) must not hide the same state reached with faults still
     // to spend; one reached with as many or more spent adds nothing.
-    let mut visited = Visited::new();
+    let mut visited = Visited::new(bounds.max_faults);
     let mut paths = Paths::new();
     let mut stack: Vec<Node<P>> = Vec::new();
     let mut pool = Pool { free: Vec::new() };
@@ -440,4 +450,57 @@ pub fn explore<P: Protocol>(
         }
     }
     ex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Visited;
+
+    #[test]
+    fn a_state_is_new_again_only_with_fewer_faults() {
+        let mut v = Visited::new(3);
+        let fp = 0xDEAD_BEEF_0000_0000;
+        assert!(v.admit(fp, 2));
+        assert!(!v.admit(fp, 2), "same faults: seen");
+        assert!(!v.admit(fp, 3), "more faults: seen");
+        assert!(v.admit(fp, 1), "fewer faults: new");
+        assert!(!v.admit(fp, 1));
+        assert!(v.admit(fp, 0));
+        // The fault bits are the fingerprint's lowest: another fingerprint
+        // differing above them is another state.
+        assert!(v.admit(fp | 0x4, 3));
+    }
+
+    #[test]
+    fn growth_keeps_every_state_and_the_all_zero_key_works() {
+        let mut v = Visited::new(1);
+        let fps: Vec<u64> = (1..200_000u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & !1)
+            .collect();
+        for &fp in &fps {
+            assert!(v.admit(fp, 1), "{fp:#x} is new");
+        }
+        assert!(v.slots.len() > 1 << 16, "the table grew");
+        for &fp in &fps {
+            assert!(!v.admit(fp, 1), "{fp:#x} kept through growth");
+        }
+        for &fp in &fps[..100] {
+            assert!(v.admit(fp, 0), "{fp:#x} with fewer faults");
+        }
+        // Zero in every kept bit: the fault bit alone differs.
+        assert!(v.admit(0, 1));
+        assert!(
+            !v.admit(1, 1),
+            "fingerprints 0 and 1 agree above the fault bit"
+        );
+        assert!(v.admit(0, 0));
+    }
+
+    #[test]
+    fn no_fault_bound_keeps_all_64_bits() {
+        let mut v = Visited::new(0);
+        assert!(v.admit(2, 0));
+        assert!(v.admit(3, 0), "differs in the lowest bit only");
+        assert!(!v.admit(3, 0));
+    }
 }
