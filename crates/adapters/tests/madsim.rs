@@ -316,8 +316,8 @@ async fn scenario(seed: u64, mutant: Option<&'static str>) -> Result<Run, String
 /// determinism check takes a plain `fn`).
 static MUTANT: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
 
-fn scenario_of_current_seed() -> impl std::future::Future<Output = Result<Run, String>> {
-    async { scenario(Handle::current().seed(), MUTANT.get().copied().flatten()).await }
+async fn scenario_of_current_seed() -> Result<Run, String> {
+    scenario(Handle::current().seed(), MUTANT.get().copied().flatten()).await
 }
 
 fn run_seed(
