@@ -1259,9 +1259,7 @@ impl LockTable {
                 kept += 1;
             } else {
                 self.hit(Tr::WaitingHeld);
-                let owner = self.take_keys_at(i);
-                self.events
-                    .push_back(LockEvent::Granted { request: id, owner });
+                self.grant_at(i);
             }
         }
         self.waiting.truncate(kept);
@@ -1277,9 +1275,15 @@ impl LockTable {
     }
 
     fn grant(&mut self, id: RequestId) {
-        let owner = self.take_keys(id);
-        self.events
-            .push_back(LockEvent::Granted { request: id, owner });
+        let i = self.entries.position(id).expect("granting a known request");
+        self.grant_at(i);
+    }
+
+    /// Grants the `i`-th entry and reports it.
+    fn grant_at(&mut self, i: usize) {
+        let request = self.entries.list[i].0;
+        let owner = self.take_keys_at(i);
+        self.events.push_back(LockEvent::Granted { request, owner });
     }
 
     /// Marks a waiting request held and records it as a holder of its locks;
