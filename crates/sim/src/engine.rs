@@ -464,23 +464,29 @@ impl Heap {
         self.v[i] = e;
     }
 
+    /// The child of `i` with the smaller key, if `i` has children (of the
+    /// first `n` entries).
+    #[inline]
+    fn smaller_child(&self, i: usize, n: usize) -> Option<usize> {
+        let left = 2 * i + 1;
+        if left >= n {
+            return None;
+        }
+        let right = left + 1;
+        Some(if right < n && self.v[right].0 < self.v[left].0 {
+            right
+        } else {
+            left
+        })
+    }
+
     /// Moves the entry at `i` down to its place.
     #[inline]
     fn sift_down(&mut self, mut i: usize) {
         let n = self.v.len();
         let e = self.v[i];
         let k = e.0;
-        loop {
-            let left = 2 * i + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.v[right].0 < self.v[left].0 {
-                right
-            } else {
-                left
-            };
+        while let Some(child) = self.smaller_child(i, n) {
             if self.v[child].0 >= k {
                 break;
             }
@@ -499,17 +505,7 @@ impl Heap {
         let n = self.v.len();
         let e = self.v[0];
         let mut i = 0;
-        loop {
-            let left = 2 * i + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.v[right].0 < self.v[left].0 {
-                right
-            } else {
-                left
-            };
+        while let Some(child) = self.smaller_child(i, n) {
             self.v[i] = self.v[child];
             i = child;
         }

@@ -13,6 +13,52 @@ use std::hash::{Hash, Hasher};
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 const SEED: u64 = 0x5157_4D43_4153_5431; // "QWMCAST1"
 
+/// The `Hasher` writes of a hasher that absorbs 64-bit words
+/// (`self.absorb(u64)`): integers as one word each, bytes 8 at a time
+/// (little-endian), the tail padded and tagged with its length so "ab" and
+/// "ab\0" differ.
+macro_rules! word_writes {
+    () => {
+        fn write(&mut self, bytes: &[u8]) {
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                self.absorb(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut buf = [0u8; 8];
+                buf[..rest.len()].copy_from_slice(rest);
+                self.absorb(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+            }
+        }
+
+        #[inline]
+        fn write_u8(&mut self, i: u8) {
+            self.absorb(u64::from(i));
+        }
+        #[inline]
+        fn write_u16(&mut self, i: u16) {
+            self.absorb(u64::from(i));
+        }
+        #[inline]
+        fn write_u32(&mut self, i: u32) {
+            self.absorb(u64::from(i));
+        }
+        #[inline]
+        fn write_u64(&mut self, i: u64) {
+            self.absorb(i);
+        }
+        #[inline]
+        fn write_usize(&mut self, i: usize) {
+            self.absorb(i as u64);
+        }
+        #[inline]
+        fn write_i64(&mut self, i: i64) {
+            self.absorb(i as u64);
+        }
+    };
+}
+
 /// A fixed-algorithm 64-bit hasher (multiply-rotate absorption, murmur3
 /// finalizer).
 #[derive(Clone, Debug)]
@@ -60,44 +106,7 @@ impl Hasher for StableHasher {
         mix64(self.state ^ self.len.wrapping_mul(K))
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.absorb(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            // Tag the tail with its length so "ab" and "ab\0" differ.
-            self.absorb(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.absorb(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.absorb(i as u64);
-    }
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.absorb(i as u64);
-    }
+    word_writes!();
 }
 
 /// A fast, fixed-algorithm 64-bit hasher for world fingerprints: three
@@ -144,43 +153,7 @@ impl Hasher for Fingerprinter {
         mix64(a.rotate_left(21) ^ b.rotate_left(42) ^ c ^ self.len.wrapping_mul(K))
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.absorb(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.absorb(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.absorb(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.absorb(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.absorb(i as u64);
-    }
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.absorb(i as u64);
-    }
+    word_writes!();
 }
 
 /// The stable hash of one value.
