@@ -1761,15 +1761,15 @@ impl BroadcastWorld {
     /// broadcast on A's control channel) completed, applied once, delivered.
     fn cluster_liveness(&self, c: Cl) -> Option<(&'static str, String)> {
         let cl = &self.clusters[c as usize];
-        let expected: BTreeSet<BroadcastId> = if c == A {
-            cl.persisted.clone()
+        let source = &self.clusters[A as usize];
+        let on_control: BTreeSet<BroadcastId>;
+        let expected = if c == A {
+            &cl.persisted
         } else {
-            self.clusters[A as usize].logs[0]
-                .iter()
-                .map(|e| e.id)
-                .collect()
+            on_control = source.logs[0].iter().map(|e| e.id).collect();
+            &on_control
         };
-        for id in &expected {
+        for id in expected {
             let done = cl.catalog.graveyard.contains(*id)
                 || cl
                     .catalog
@@ -1806,19 +1806,31 @@ impl BroadcastWorld {
                 }
             }
         }
-        // Delivery: every completed broadcast is on each of its targets.
-        let source = &self.clusters[A as usize];
-        for id in &expected {
-            let Some(targets) = source.logs[0]
-                .iter()
-                .find(|e| e.id == *id)
-                .map(|e| e.message.targets.clone())
-            else {
+        // Delivery: every completed broadcast is on each of its targets. One
+        // pass over each log: the targets of each id's first copy on the
+        // control channel, and the ids on each channel.
+        let mut targets_of: Vec<(BroadcastId, &BTreeSet<ChannelId>)> = source.logs[0]
+            .iter()
+            .map(|e| (e.id, &*e.message.targets))
+            .collect();
+        // Stable: the first copy of each id stays first, and is kept.
+        targets_of.sort_by_key(|&(id, _)| id);
+        targets_of.dedup_by_key(|&mut (id, _)| id);
+        let on_channel: Vec<Vec<BroadcastId>> = cl
+            .logs
+            .iter()
+            .map(|log| {
+                let mut ids: Vec<BroadcastId> = log.iter().map(|e| e.id).collect();
+                ids.sort_unstable();
+                ids
+            })
+            .collect();
+        for id in expected {
+            let Ok(i) = targets_of.binary_search_by_key(id, |&(id, _)| id) else {
                 continue;
             };
-            for t in targets.iter() {
-                let copies = cl.logs[t.0 as usize].iter().filter(|e| e.id == *id).count();
-                if copies == 0 {
+            for t in targets_of[i].1.iter() {
+                if on_channel[t.0 as usize].binary_search(id).is_err() {
                     return Some((
                         ALL_DELIVERED,
                         format!("{id} completed but {}/{t} never got it", cl_name(c)),
