@@ -32,17 +32,39 @@ pub enum AckOutcome {
 }
 
 /// The acks of one task, by channel.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Kept as a slice sorted by channel, shared until written: a task's acks
+/// are copied into each of its catalog writes, and change only when an ack
+/// is recorded (which builds the one new slice). It hashes, compares and
+/// serializes as the map from channel to ack it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AckSet {
-    /// Shared until written: a task's acks are copied into each of its
-    /// catalog writes, and change only when an ack is recorded.
-    acks: Arc<BTreeMap<ChannelId, AckInfo>>,
+    acks: Arc<[(ChannelId, AckInfo)]>,
+}
+
+impl Serialize for AckSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for AckSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<ChannelId, AckInfo>::deserialize(d)?;
+        Ok(AckSet {
+            acks: map.into_iter().collect(),
+        })
+    }
 }
 
 impl AckSet {
     /// No channel acknowledged.
     pub fn new() -> Self {
         AckSet::default()
+    }
+
+    fn position(&self, channel: ChannelId) -> Result<usize, usize> {
+        self.acks.binary_search_by_key(&channel, |&(c, _)| c)
     }
 
     /// Offers an ack of `channel` for a task targeting `targets`.
@@ -55,13 +77,16 @@ impl AckSet {
         if !targets.contains(&channel) {
             return AckOutcome::NotATarget;
         }
-        if self.acks.contains_key(&channel) {
-            return AckOutcome::Duplicate;
-        }
-        match Arc::make_mut(&mut self.acks).entry(channel) {
-            std::collections::btree_map::Entry::Occupied(_) => AckOutcome::Duplicate,
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(info);
+        match self.position(channel) {
+            Ok(_) => AckOutcome::Duplicate,
+            Err(i) => {
+                let (before, after) = self.acks.split_at(i);
+                self.acks = before
+                    .iter()
+                    .chain(std::iter::once(&(channel, info)))
+                    .chain(after)
+                    .copied()
+                    .collect();
                 AckOutcome::Recorded
             }
         }
@@ -69,12 +94,16 @@ impl AckSet {
 
     /// The ack of `channel`, if any.
     pub fn get(&self, channel: ChannelId) -> Option<&AckInfo> {
-        self.acks.get(&channel)
+        self.position(channel).ok().map(|i| &self.acks[i].1)
+    }
+
+    fn contains(&self, channel: ChannelId) -> bool {
+        self.position(channel).is_ok()
     }
 
     /// Whether every target is acknowledged.
     pub fn all(&self, targets: &BTreeSet<ChannelId>) -> bool {
-        targets.iter().all(|c| self.acks.contains_key(c))
+        targets.iter().all(|&c| self.contains(c))
     }
 
     /// Targets not yet acknowledged, in channel order.
@@ -82,15 +111,12 @@ impl AckSet {
         &'a self,
         targets: &'a BTreeSet<ChannelId>,
     ) -> impl Iterator<Item = ChannelId> + 'a {
-        targets
-            .iter()
-            .copied()
-            .filter(|c| !self.acks.contains_key(c))
+        targets.iter().copied().filter(|&c| !self.contains(c))
     }
 
     /// Acknowledged channels, in channel order.
     pub fn iter(&self) -> impl Iterator<Item = (&ChannelId, &AckInfo)> {
-        self.acks.iter()
+        self.acks.iter().map(|(c, i)| (c, i))
     }
 
     /// Number of acknowledged channels.
@@ -136,7 +162,41 @@ mod tests {
         assert!(a.all(&targets));
     }
 
+    #[test]
+    fn serializes_as_a_map_from_channel_to_ack() {
+        let targets: BTreeSet<ChannelId> = [ChannelId(0), ChannelId(3)].into();
+        let mut a = AckSet::new();
+        a.ack(&targets, ChannelId(3), info(2));
+        a.ack(&targets, ChannelId(0), info(1));
+        let json = serde_json::to_string(&a).expect("serialize");
+        let map: BTreeMap<ChannelId, AckInfo> =
+            [(ChannelId(0), info(1)), (ChannelId(3), info(2))].into();
+        assert_eq!(json, serde_json::to_string(&map).expect("serialize"));
+        let back: AckSet = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, a);
+    }
+
     proptest! {
+        /// Hashes as the map it stands for, whatever the order acks came in:
+        /// digests and fingerprints do not depend on the representation.
+        #[test]
+        fn hashes_as_the_map_of_its_acks(
+            acks in prop::collection::vec((0u32..8, 0u64..100), 0..12),
+        ) {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            use std::collections::hash_map::DefaultHasher;
+            let targets: BTreeSet<ChannelId> = (0..8).map(ChannelId).collect();
+            let mut set = AckSet::new();
+            let mut map = BTreeMap::new();
+            for (c, m) in acks {
+                set.ack(&targets, ChannelId(c), info(m));
+                map.entry(ChannelId(c)).or_insert(info(m));
+            }
+            let h = BuildHasherDefault::<DefaultHasher>::default();
+            prop_assert_eq!(h.hash_one(&set), h.hash_one(&map));
+            prop_assert!(set.iter().map(|(c, i)| (*c, *i)).eq(map.into_iter()));
+        }
+
         /// Against a naive model: a list of (channel, info) pairs where the
         /// first occurrence of a target channel counts.
         #[test]
