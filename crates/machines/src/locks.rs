@@ -352,6 +352,14 @@ impl LockRequest {
         LockRequest::from_keys(keys.into())
     }
 
+    /// A request from keys already in normal form: non-empty, sorted,
+    /// without duplicates. `None` if they are not (nothing is reordered or
+    /// added: a caller that builds normal forms itself skips the sort).
+    pub fn from_normalized(keys: Arc<[ResourceKey]>) -> Option<Self> {
+        let normal = !keys.is_empty() && keys.windows(2).all(|w| w[0] < w[1]);
+        normal.then(|| LockRequest::from_keys(keys))
+    }
+
     fn from_keys(keys: Arc<[ResourceKey]>) -> Self {
         let digest = digest_keys(&keys);
         LockRequest { keys, digest }
@@ -1507,6 +1515,17 @@ mod tests {
         assert!(!r("a").conflicts_with(&r("a")));
         assert!(!x("a").conflicts_with(&x("b")));
         assert!(!x("a").conflicts_with(&ResourceKey::collection("a", "", false)));
+    }
+
+    #[test]
+    fn from_normalized_takes_only_normal_forms() {
+        let normal = LockRequest::for_broadcast([r("b"), r("a"), r("a")]);
+        let same = LockRequest::from_normalized(normal.keys().into()).expect("normal");
+        assert_eq!(same, normal);
+        assert_eq!(same.digest(), normal.digest());
+        assert!(LockRequest::from_normalized(Arc::from([])).is_none());
+        assert!(LockRequest::from_normalized(Arc::from([r("b"), r("a")])).is_none());
+        assert!(LockRequest::from_normalized(Arc::from([r("a"), r("a")])).is_none());
     }
 
     #[test]

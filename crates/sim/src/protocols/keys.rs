@@ -70,7 +70,7 @@ impl KeyConfig {
 
     /// The engine form.
     pub fn space(&self) -> KeySpace {
-        let names = Domain::ALL
+        let table: Vec<Vec<[ResourceKey; 2]>> = Domain::ALL
             .iter()
             .map(|&domain| {
                 (0..self.keys_per_domain)
@@ -83,8 +83,9 @@ impl KeyConfig {
                     .collect()
             })
             .collect();
+        let ranks = Ranks::of(&table);
         KeySpace {
-            names: KeyNames(Arc::new(names)),
+            names: KeyNames(Arc::new(Names { table, ranks })),
             keys_per_domain: self.keys_per_domain,
             max_keys: self.max_keys,
             domains: self.domains.clone(),
@@ -112,7 +113,81 @@ fn key_of(domain: Domain, i: u32, shared: bool) -> ResourceKey {
 /// one name between the two modes. A function of the other fields of
 /// [`KeySpace`], so it adds nothing to its identity (equality, hash).
 #[derive(Clone, Debug)]
-struct KeyNames(Arc<Vec<Vec<[ResourceKey; 2]>>>);
+struct KeyNames(Arc<Names>);
+
+#[derive(Debug)]
+struct Names {
+    table: Vec<Vec<[ResourceKey; 2]>>,
+    /// `None` if the space has more distinct keys than a [`Ranks`] mask holds.
+    ranks: Option<Ranks>,
+}
+
+/// The distinct keys of a space in lock order, so that a request can be
+/// drawn as a set of ranks (one bit each) and comes out sorted and without
+/// duplicates: no sort, no intermediate vector.
+#[derive(Debug)]
+struct Ranks {
+    /// `[domain][i][shared]`: the rank of that key.
+    of: Vec<Vec<[u8; 2]>>,
+    /// The keys by rank: sorted, distinct, the cluster keys included.
+    keys: Vec<ResourceKey>,
+    shared_cluster: u8,
+    /// Ranks of Cluster-domain keys.
+    cluster_domain: u128,
+}
+
+impl Ranks {
+    fn of(table: &[Vec<[ResourceKey; 2]>]) -> Option<Ranks> {
+        let mut keys: Vec<ResourceKey> = table.iter().flatten().flatten().cloned().collect();
+        keys.push(ResourceKey::shared_cluster());
+        keys.sort();
+        keys.dedup();
+        if keys.len() > 128 {
+            return None;
+        }
+        let rank = |k: &ResourceKey| {
+            u8::try_from(
+                keys.binary_search(k)
+                    .expect("every key of the table is ranked"),
+            )
+            .expect("at most 128 ranks")
+        };
+        let of = table
+            .iter()
+            .map(|keys| keys.iter().map(|[x, s]| [rank(x), rank(s)]).collect())
+            .collect();
+        let cluster_domain = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.domain == Domain::Cluster)
+            .fold(0u128, |m, (i, _)| m | 1 << i);
+        Some(Ranks {
+            of,
+            shared_cluster: rank(&ResourceKey::shared_cluster()),
+            keys,
+            cluster_domain,
+        })
+    }
+
+    /// The broadcast request of the keys in `mask`: as
+    /// [`LockRequest::for_broadcast`] (the shared cluster key added unless a
+    /// Cluster-domain key is in).
+    fn request(&self, mut mask: u128) -> LockRequest {
+        if mask & self.cluster_domain == 0 {
+            mask |= 1 << self.shared_cluster;
+        }
+        let mut rest = mask;
+        let keys: Arc<[ResourceKey]> = (0..mask.count_ones())
+            .map(|_| {
+                let r = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                self.keys[r].clone()
+            })
+            .collect();
+        LockRequest::from_normalized(keys)
+            .expect("keys taken in rank order are sorted and distinct")
+    }
+}
 
 impl PartialEq for KeyNames {
     fn eq(&self, _: &Self) -> bool {
@@ -144,8 +219,39 @@ impl KeySpace {
         E: Clone + Hash + fmt::Display,
         N: Clone + Hash + fmt::Display,
     {
+        let mut keys = Vec::with_capacity(self.max_keys as usize + 1);
+        self.draw_each(cx, |d, i, shared| {
+            keys.push(self.names.0.table[d][i][usize::from(shared)].clone());
+        });
+        keys
+    }
+
+    /// Draws one broadcast request: the same decisions as [`KeySpace::draw`],
+    /// normalized as [`LockRequest::for_broadcast`] does.
+    pub fn draw_request<E, N>(&self, cx: &mut Core<E, N>) -> LockRequest
+    where
+        E: Clone + Hash + fmt::Display,
+        N: Clone + Hash + fmt::Display,
+    {
+        let Some(ranks) = &self.names.0.ranks else {
+            return LockRequest::for_broadcast(self.draw(cx));
+        };
+        let mut mask = 0u128;
+        self.draw_each(cx, |d, i, shared| {
+            mask |= 1 << ranks.of[d][i][usize::from(shared)];
+        });
+        ranks.request(mask)
+    }
+
+    /// Draws the picks of one request as `[domain][i][shared]` indices into
+    /// the table (the exclusive cluster key, if drawn, is its Cluster entry
+    /// `[Cluster][0][false]`).
+    fn draw_each<E, N>(&self, cx: &mut Core<E, N>, mut pick: impl FnMut(usize, usize, bool))
+    where
+        E: Clone + Hash + fmt::Display,
+        N: Clone + Hash + fmt::Display,
+    {
         let n = cx.between(1, u64::from(self.max_keys));
-        let mut keys = Vec::with_capacity(n as usize + 1);
         for _ in 0..n {
             let domain = self.domains[cx.choose(self.domains.len() as u32) as usize];
             let i = cx.choose(self.keys_per_domain);
@@ -154,11 +260,62 @@ impl KeySpace {
                 .iter()
                 .position(|&x| x == domain)
                 .expect("every domain is in Domain::ALL");
-            keys.push(self.names.0[d][i as usize][usize::from(shared)].clone());
+            pick(d, i as usize, shared);
         }
         if cx.chance(self.exclusive_cluster_ppm) {
-            keys.push(ResourceKey::exclusive_cluster());
+            let d = Domain::ALL
+                .iter()
+                .position(|&x| x == Domain::Cluster)
+                .expect("the Cluster domain is in Domain::ALL");
+            pick(d, 0, false);
         }
-        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(keys_per_domain: u32) -> KeyConfig {
+        KeyConfig {
+            keys_per_domain,
+            max_keys: 4,
+            domains: all_domains(),
+            shared_ratio: 0.5,
+            exclusive_cluster_ratio: 0.1,
+        }
+    }
+
+    #[test]
+    fn spaces_too_wide_for_a_mask_have_no_ranks() {
+        assert!(config(6).space().names.0.ranks.is_some());
+        // 4 named domains x 40 keys x 2 modes: more than 128 distinct keys.
+        assert!(config(40).space().names.0.ranks.is_none());
+    }
+
+    proptest! {
+        /// A request built from ranks is the one `for_broadcast` makes of
+        /// the same picks: same keys, same digest.
+        #[test]
+        fn a_ranked_request_is_the_normalized_broadcast_request(
+            keys_per_domain in 1u32..12,
+            picks in prop::collection::vec((0usize..5, 0u32..12, any::<bool>()), 0..8),
+        ) {
+            let space = config(keys_per_domain).space();
+            let names = &space.names.0;
+            let ranks = names.ranks.as_ref().expect("small spaces are ranked");
+            let mut keys = Vec::new();
+            let mut mask = 0u128;
+            for (d, i, shared) in picks {
+                let i = (i % keys_per_domain) as usize;
+                keys.push(names.table[d][i][usize::from(shared)].clone());
+                mask |= 1 << ranks.of[d][i][usize::from(shared)];
+            }
+            let expected = LockRequest::for_broadcast(keys);
+            let got = ranks.request(mask);
+            prop_assert_eq!(got.digest(), expected.digest());
+            prop_assert_eq!(got, expected);
+        }
     }
 }

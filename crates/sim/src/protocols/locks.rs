@@ -788,7 +788,7 @@ impl LocksWorld {
     }
 
     fn random_request(&self, cx: &mut Cx<Self>) -> LockRequest {
-        LockRequest::for_broadcast(self.p.keys.draw(cx))
+        self.p.keys.draw_request(cx)
     }
 
     /// A client event is an opportunity for the client to fail.
