@@ -348,6 +348,13 @@ fn scaling_figure(name: String, one: &[Rep], all: &[Rep]) -> Figure {
     )
 }
 
+/// How a sweep runs a seed: no trace, no step digests, no decision log.
+const SWEEP_RUN: RunOptions = RunOptions {
+    keep_trace: false,
+    record_steps: false,
+    skip_decisions: true,
+};
+
 /// Why the madsim figures are, or are not, part of this run.
 enum Madsim {
     /// Neither flag: `simcast bench` run directly.
@@ -630,7 +637,7 @@ fn measure_memory(setup: &Setup, swept: &[Scenario], report: &mut Report) -> Res
 /// is what this machine's cores give: the ceiling of every scenario's.
 fn measure_empty(setup: &Setup, report: &mut Report) -> Figure {
     setup.say("the empty world");
-    let run_one = |seed| empty::run(seed, RunOptions::default()).events;
+    let run_one = |seed| empty::run(seed, SWEEP_RUN).events;
     let seeds = setup.seeds * 10;
     let m = measure(&run_one, seeds, setup.repeat, Some(setup.threads));
     let events = events_figure("empty world events/s".to_owned(), &m.one);
@@ -673,7 +680,7 @@ fn measure_sweeps(
                 seed,
                 choices: None,
             };
-            run_spec(&spec, RunOptions::default()).events
+            run_spec(&spec, SWEEP_RUN).events
         };
         let m = measure(&run_one, seeds, setup.repeat, Some(setup.threads));
         let name = &s.name;

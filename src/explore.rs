@@ -171,6 +171,7 @@ pub fn run(a: ExploreArgs) -> Result<Verdict, Failure> {
             RunOptions {
                 keep_trace: false,
                 record_steps: true,
+                skip_decisions: false,
             },
         );
         if outcome.violation.as_ref().map(|x| &x.invariant) != Some(&v.invariant) {

@@ -62,6 +62,7 @@ pub fn shrink_and_write(
         RunOptions {
             keep_trace: false,
             record_steps: true,
+            skip_decisions: false,
         },
     );
     let final_violation = final_outcome.violation.clone().ok_or_else(|| {

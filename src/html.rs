@@ -355,6 +355,7 @@ mod tests {
                     RunOptions {
                         keep_trace: true,
                         record_steps: false,
+                        skip_decisions: false,
                     },
                 )
             })

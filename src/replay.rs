@@ -49,6 +49,7 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
         RunOptions {
             keep_trace: a.trace || a.html.is_some(),
             record_steps: true,
+            skip_decisions: false,
         },
     );
     if let Some(path) = &a.html {

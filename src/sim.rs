@@ -66,6 +66,7 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
         let opts = RunOptions {
             keep_trace: a.trace || a.html.is_some(),
             record_steps: a.save.is_some(),
+            skip_decisions: false,
         };
         (run_spec(&spec, opts), None)
     };

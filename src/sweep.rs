@@ -649,7 +649,13 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                                 seed,
                                 choices: None,
                             };
-                            let o = run_spec(&spec, RunOptions::default());
+                            // Decisions are not kept: a failing seed is run
+                            // again, logging, to write its seed file.
+                            let opts = RunOptions {
+                                skip_decisions: true,
+                                ..RunOptions::default()
+                            };
+                            let o = run_spec(&spec, opts);
                             if o.violation.is_some() {
                                 let n = failing_seen.fetch_add(1, Ordering::Relaxed) + 1;
                                 if let Some(b) = &bar {

@@ -92,6 +92,7 @@ fn world(leaks: bool) -> World<Ticker> {
         RunOptions {
             keep_trace: true,
             record_steps: true,
+            skip_decisions: false,
         },
     )
 }

@@ -25,6 +25,7 @@ fn trace_of(fixture: &str, seed: u64) -> String {
         RunOptions {
             keep_trace: true,
             record_steps: false,
+            skip_decisions: false,
         },
     );
     let mut text = format!(

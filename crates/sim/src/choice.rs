@@ -83,11 +83,13 @@ impl Source {
     }
 }
 
-/// Hands out decisions and logs every one of them.
+/// Hands out decisions and logs every one of them (unless told not to).
 #[derive(Debug)]
 pub struct Chooser {
     source: Source,
     log: Vec<Decision>,
+    /// Whether decisions are logged (see [`Chooser::set_logging`]).
+    logging: bool,
     faults_taken: u64,
 }
 
@@ -96,6 +98,7 @@ impl Clone for Chooser {
         Chooser {
             source: self.source.clone(),
             log: self.log.clone(),
+            logging: self.logging,
             faults_taken: self.faults_taken,
         }
     }
@@ -116,6 +119,7 @@ impl Clone for Chooser {
             (mine, theirs) => *mine = theirs.clone(),
         }
         self.log.clone_from(&source.log);
+        self.logging = source.logging;
         self.faults_taken = source.faults_taken;
     }
 }
@@ -126,7 +130,22 @@ impl Chooser {
         Chooser {
             source,
             log: Vec::new(),
+            logging: true,
             faults_taken: 0,
+        }
+    }
+
+    /// Turns the log on or off (on by default). Decisions taken while it is
+    /// off are the same decisions, drawn the same way; they are only not
+    /// kept. For runs whose decisions nobody reads: a sweep's runs (it runs
+    /// a failing seed again, logging, to write its seed file).
+    pub fn set_logging(&mut self, on: bool) {
+        self.logging = on;
+    }
+
+    fn push(&mut self, decision: Decision) {
+        if self.logging {
+            self.log.push(decision);
         }
     }
 
@@ -155,7 +174,7 @@ impl Chooser {
             return 0;
         }
         let value = self.source.uniform(n);
-        self.log.push(Decision {
+        self.push(Decision {
             value,
             arity: n,
             fault: false,
@@ -194,7 +213,7 @@ impl Chooser {
             Source::Random(_) => 1,
             Source::Recorded { .. } => self.source.uniform(2),
         };
-        self.log.push(Decision {
+        self.push(Decision {
             value,
             arity: 2,
             fault: true,
@@ -213,7 +232,7 @@ impl Chooser {
             return true;
         }
         let value = self.source.bernoulli(ppm);
-        self.log.push(Decision {
+        self.push(Decision {
             value,
             arity: 2,
             fault,

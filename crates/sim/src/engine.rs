@@ -777,6 +777,10 @@ pub struct RunOptions {
     pub keep_trace: bool,
     /// Keep the digest after every step (for divergence reports).
     pub record_steps: bool,
+    /// Log no decisions: [`Outcome::decisions`] comes back empty. The run
+    /// itself (trace, digest, verdict) is the same. For sweeps, which run
+    /// a failing seed again with the log on to write its seed file.
+    pub skip_decisions: bool,
 }
 
 /// The engine state a protocol handles events against.
@@ -1125,7 +1129,8 @@ pub struct Outcome {
     pub violation: Option<Violation>,
     /// Faults injected, per kind (every kind of the protocol, zeros included).
     pub faults: BTreeMap<&'static str, u64>,
-    /// Every decision taken, in order.
+    /// Every decision taken, in order (none if the run was told to
+    /// [skip them](RunOptions::skip_decisions)).
     pub decisions: Vec<Decision>,
     /// The digest after each step, if recorded.
     pub step_digests: Vec<u64>,
@@ -1174,6 +1179,7 @@ impl<P: Protocol> World<P> {
     ) -> World<P> {
         let info = P::info();
         let mut chooser = Chooser::new(source);
+        chooser.set_logging(!opts.skip_decisions);
         let (fault_state, options) = FaultState::draw(info, faults, &mut chooser);
         let mut core = Core {
             info,
@@ -1597,6 +1603,7 @@ mod tests {
             RunOptions {
                 keep_trace: true,
                 record_steps: true,
+                skip_decisions: false,
             },
         );
         while w.step().is_none() {}

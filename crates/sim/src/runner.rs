@@ -150,6 +150,7 @@ pub fn check_determinism(spec: &RunSpec<'_>) -> DeterminismCheck {
     let opts = RunOptions {
         keep_trace: true,
         record_steps: true,
+        skip_decisions: false,
     };
     let first = run(spec, opts);
     let second = run(spec, opts);

@@ -324,6 +324,7 @@ mod tests {
             RunOptions {
                 keep_trace: false,
                 record_steps: true,
+                skip_decisions: false,
             },
         );
         let file = SeedFile::from_run(&spec, &outcome, None);

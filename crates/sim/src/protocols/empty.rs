@@ -156,6 +156,24 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_skips_its_decisions_is_the_same_run_without_the_log() {
+        let logged = run(5, RunOptions::default());
+        let skipped = run(
+            5,
+            RunOptions {
+                skip_decisions: true,
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(
+            (skipped.digest, skipped.events, skipped.stop),
+            (logged.digest, logged.events, logged.stop)
+        );
+        assert!(logged.decisions.len() as u64 >= logged.events);
+        assert!(skipped.decisions.is_empty());
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_digest_and_another_seed_another() {
         let a = run(3, RunOptions::default());
         let b = run(3, RunOptions::default());
