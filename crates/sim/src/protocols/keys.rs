@@ -1,5 +1,6 @@
 //! Resource keys for workloads, and the naive conflict test invariants use.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -68,8 +69,33 @@ impl KeyConfig {
         Ok(())
     }
 
-    /// The engine form.
+    /// The engine form. Built once per thread and configuration (a world
+    /// is built per seed, and naming and ranking every key costs more than
+    /// a short run's events): the space is a pure function of `self`, and
+    /// a per-thread copy keeps the keys' reference counts off the other
+    /// threads' cache lines.
     pub fn space(&self) -> KeySpace {
+        /// Configurations remembered per thread (a sweep has one per
+        /// scenario at most).
+        const REMEMBERED: usize = 16;
+        thread_local! {
+            static BUILT: RefCell<Vec<(KeyConfig, KeySpace)>> = const { RefCell::new(Vec::new()) };
+        }
+        BUILT.with(|built| {
+            let mut built = built.borrow_mut();
+            if let Some((_, space)) = built.iter().find(|(c, _)| c == self) {
+                return space.clone();
+            }
+            let space = self.build_space();
+            if built.len() == REMEMBERED {
+                built.remove(0);
+            }
+            built.push((self.clone(), space.clone()));
+            space
+        })
+    }
+
+    fn build_space(&self) -> KeySpace {
         let table: Vec<Vec<[ResourceKey; 2]>> = Domain::ALL
             .iter()
             .map(|&domain| {
@@ -285,6 +311,21 @@ mod tests {
             shared_ratio: 0.5,
             exclusive_cluster_ratio: 0.1,
         }
+    }
+
+    #[test]
+    fn a_remembered_space_is_the_one_built_for_its_configuration() {
+        let a = config(3);
+        let mut b = config(3);
+        b.shared_ratio = 0.25;
+        for c in [&a, &b, &a] {
+            let space = c.space();
+            let built = c.build_space();
+            assert_eq!(space, built);
+            assert_eq!(space.names.0.table, built.names.0.table);
+            assert_eq!(space.shared_ppm, ppm(c.shared_ratio));
+        }
+        assert!(Arc::ptr_eq(&a.space().names.0, &a.space().names.0));
     }
 
     #[test]
