@@ -11,6 +11,17 @@
 
 use std::process::ExitCode;
 
+/// Under `--cfg madsim` or `--cfg loom` the library has no real cluster
+/// (no processes, no sockets): say so rather than fail to build.
+#[cfg(any(madsim, loom))]
+fn main() -> ExitCode {
+    eprintln!(
+        "error: the cluster example runs real processes and sockets: build it without --cfg madsim or --cfg loom"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(not(any(madsim, loom)))]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("coordinator") {
