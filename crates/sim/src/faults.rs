@@ -330,7 +330,22 @@ impl FaultState {
     }
 
     /// The first targeted fault of `kind` armed for this opportunity, if any.
+    #[inline]
     pub fn targeted(
+        &self,
+        kind: usize,
+        site: &str,
+        params: &[(&'static str, u64)],
+        now: Time,
+    ) -> Option<usize> {
+        if self.targeted.is_empty() {
+            // Most scenarios target nothing: no search, no call.
+            return None;
+        }
+        self.targeted_search(kind, site, params, now)
+    }
+
+    fn targeted_search(
         &self,
         kind: usize,
         site: &str,
