@@ -518,14 +518,25 @@ struct Node {
 #[derive(Clone, Debug, Hash)]
 struct Acceptance {
     recipients: Vec<ActorId>,
-    /// Actors certainly subscribed to one of its channels then.
-    certain: Vec<ActorId>,
+    /// Actors certainly subscribed to one of its channels then: bit `a` for
+    /// actor `a` (a world has at most 32).
+    certain: u32,
+}
+
+impl Acceptance {
+    /// The actors of [`Acceptance::certain`], in id order.
+    fn certain(&self) -> impl Iterator<Item = ActorId> + '_ {
+        (0..32)
+            .filter(|a| self.certain & (1 << a) != 0)
+            .map(ActorId)
+    }
 }
 
 /// What the world knows of one publication.
 #[derive(Clone, Debug, Hash)]
 struct PubRec {
-    channels: BTreeSet<u32>,
+    /// Its channels: bit `c` for channel `c` (a world has at most 64).
+    channels: u64,
     acceptances: Vec<Acceptance>,
 }
 
@@ -660,7 +671,7 @@ impl PubsubWorld {
     /// Whether `actor`'s subscriptions could (and certainly did) include one
     /// of `channels` at this moment: the router holds a prefix of its
     /// changes, at least the acknowledged ones, at most the issued ones.
-    fn subscribed(&self, actor: ActorId, channels: &BTreeSet<u32>) -> (bool, bool) {
+    fn subscribed(&self, actor: ActorId, channels: u64) -> (bool, bool) {
         let n = self.node(actor);
         // Bit c: subscribed to channel c after the changes so far (there
         // are at most 64 channels); only `channels` are tracked.
@@ -670,14 +681,14 @@ impl PubsubWorld {
         };
         let mut on = 0u64;
         for c in &n.control[..n.acked] {
-            if channels.contains(&c.channel) {
+            if channels & (1 << c.channel) != 0 {
                 on = apply(on, c);
             }
         }
         let mut possible = on != 0;
         let mut certain = possible;
         for c in &n.control[n.acked..] {
-            if channels.contains(&c.channel) {
+            if channels & (1 << c.channel) != 0 {
                 on = apply(on, c);
                 let now = on != 0;
                 possible |= now;
@@ -701,8 +712,8 @@ impl PubsubWorld {
             );
             return;
         };
-        let channels = &rec.channels;
-        let mut certain = Vec::new();
+        let channels = rec.channels;
+        let mut certain = 0u32;
         for a in 0..self.p.nodes {
             let a = ActorId(a);
             let (possible, sure) = self.subscribed(a, channels);
@@ -722,7 +733,7 @@ impl PubsubWorld {
                 );
             }
             if sure && a != id.publisher {
-                certain.push(a);
+                certain |= 1 << a.0;
             }
         }
         if let Some(rec) = self.events.get_mut(&id) {
@@ -857,13 +868,13 @@ impl PubsubWorld {
         if d.matched.is_empty()
             || d.matched
                 .iter()
-                .any(|s| channel_index(&s.channel).is_none_or(|c| !rec.channels.contains(&c)))
+                .any(|s| channel_index(&s.channel).is_none_or(|c| rec.channels & (1 << c) == 0))
         {
             cx.violate(
                 ONLY_SUBSCRIBERS,
                 format!(
                     "{actor} is delivered {id} (to {}) with subscriptions {:?}",
-                    ChannelIdx(&rec.channels),
+                    ChannelIdx(rec.channels),
                     d.matched
                 ),
             );
@@ -897,13 +908,13 @@ impl PubsubWorld {
     }
 
     fn publish(&mut self, cx: &mut Cx<Self>, actor: ActorId) {
-        let mut chans: BTreeSet<u32> = [cx.choose(self.p.channels)].into();
+        let mut chans = 1u64 << cx.choose(self.p.channels);
         if cx.chance(self.p.multi_ppm) {
-            chans.insert(cx.choose(self.p.channels));
+            chans |= 1 << cx.choose(self.p.channels);
         }
         self.next_payload += 1;
         let payload = self.next_payload;
-        let names: Vec<Channel> = chans.iter().map(|c| self.p.channel(*c)).collect();
+        let names: Vec<Channel> = channels_of(chans).map(|c| self.p.channel(c)).collect();
         // The event reaches the router in a later step, so recording it
         // after the call is in time.
         match self.with_peer(cx, actor, |p, now| p.publish(now, names, payload)) {
@@ -1021,11 +1032,16 @@ impl PubsubWorld {
     }
 }
 
-struct ChannelIdx<'a>(&'a BTreeSet<u32>);
+struct ChannelIdx(u64);
 
-impl fmt::Display for ChannelIdx<'_> {
+/// The channels of a mask (bit `c` for channel `c`), in order.
+fn channels_of(mask: u64) -> impl Iterator<Item = u32> {
+    (0..64).filter(move |c| mask & (1 << c) != 0)
+}
+
+impl fmt::Display for ChannelIdx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.0.iter().enumerate() {
+        for (i, c) in channels_of(self.0).enumerate() {
             write!(f, "{}ch{c}", if i > 0 { "," } else { "" })?;
         }
         Ok(())
@@ -1043,6 +1059,7 @@ impl Protocol for PubsubWorld {
     fn start(&mut self, cx: &mut Cx<Self>) {
         self.router_node = cx.add_node("router");
         self.router = Some(Router::new(self.p.cfg.clone()));
+        self.nodes.reserve_exact(self.p.nodes as usize);
         for a in 0..self.p.nodes {
             let actor = ActorId(a);
             let node = cx.add_node(node_name(actor));
@@ -1132,14 +1149,14 @@ impl Protocol for PubsubWorld {
                 ));
             }
             for acc in &rec.acceptances {
-                for a in acc.recipients.iter().chain(&acc.certain) {
+                for a in acc.recipients.iter().copied().chain(acc.certain()) {
                     let got = self
-                        .node(*a)
+                        .node(a)
                         .delivered
                         .get(&id.publisher)
                         .is_some_and(|s| s.contains(&id.seq));
                     if !got {
-                        let why = if acc.recipients.contains(a) {
+                        let why = if acc.recipients.contains(&a) {
                             "a recipient"
                         } else {
                             "certainly subscribed when it was accepted, yet not a recipient"
