@@ -180,7 +180,7 @@ impl Ranks {
         };
         let of = table
             .iter()
-            .map(|keys| keys.iter().map(|[x, s]| [rank(x), rank(s)]).collect())
+            .map(|row| row.iter().map(|[x, s]| [rank(x), rank(s)]).collect())
             .collect();
         let cluster_domain = keys
             .iter()
