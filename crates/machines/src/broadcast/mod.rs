@@ -30,6 +30,7 @@
 //! machine from its [`CatalogState`] alone.
 
 pub mod acks;
+mod arrivals;
 pub mod backoff;
 pub mod catalog;
 mod gc;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use self::acks::{AckInfo, AckOutcome, AckSet};
+use self::arrivals::Arrivals;
 pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
@@ -512,7 +514,7 @@ pub struct Broadcaster {
     id_limit: u64,
     reserving: Option<WriteId>,
     reserve_failures: u32,
-    handles: BTreeMap<BroadcastId, Handle>,
+    handles: Arrivals<BroadcastId, Handle>,
     tasks: BTreeMap<BroadcastId, Task>,
     queue: CallbackQueue,
     /// Durable tombstones, oldest first: GC candidates.
@@ -521,7 +523,7 @@ pub struct Broadcaster {
     /// Deletes planned by the current GC round, in order.
     gc_round: VecDeque<BroadcastId>,
     deleting: Option<WriteId>,
-    writes: BTreeMap<WriteId, WriteFor>,
+    writes: Arrivals<WriteId, WriteFor>,
     next_write: u64,
     timers: BTreeSet<(Time, Timer)>,
     outputs: VecDeque<Output>,
@@ -555,14 +557,14 @@ impl Broadcaster {
             id_limit: 1,
             reserving: None,
             reserve_failures: 0,
-            handles: BTreeMap::new(),
+            handles: Arrivals::default(),
             tasks: BTreeMap::new(),
             queue: CallbackQueue::default(),
             tombstones: BTreeSet::new(),
             graveyard: IdRanges::default(),
             gc_round: VecDeque::new(),
             deleting: None,
-            writes: BTreeMap::new(),
+            writes: Arrivals::default(),
             next_write: 0,
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),

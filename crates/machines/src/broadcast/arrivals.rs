@@ -1,0 +1,82 @@
+//! A map whose keys usually arrive in increasing order (write ids,
+//! broadcast ids): a sorted vector of pairs, appended to and searched, with
+//! no tree to allocate or rebalance. It holds a handful of entries at a time
+//! (the writes in flight, the open handles).
+
+/// Entries in key order. Hashes and compares as the `BTreeMap` it replaces
+/// (length, then each `(key, value)`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Arrivals<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Arrivals<K, V> {
+    fn default() -> Self {
+        Arrivals {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, V> Arrivals<K, V> {
+    /// Inserts `key` (replacing its value if present). Keys usually arrive
+    /// in increasing order: then this is a push.
+    pub(super) fn insert(&mut self, key: K, value: V) {
+        if self.entries.last().is_none_or(|(last, _)| *last < key) {
+            self.entries.push((key, value));
+            return;
+        }
+        match self.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.entries[i].1 = value,
+            Err(i) => self.entries.insert(i, (key, value)),
+        }
+    }
+
+    /// Removes `key`'s entry.
+    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(self.entries.remove(i).1)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+
+    proptest! {
+        /// Against a BTreeMap: same removals, same hash after each step,
+        /// keys arriving mostly in increasing order.
+        #[test]
+        fn behaves_and_hashes_as_a_btree_map(
+            ops in prop::collection::vec((0u8..4, 0u64..40), 0..60),
+        ) {
+            let h = BuildHasherDefault::<DefaultHasher>::default();
+            let mut a = Arrivals::default();
+            let mut m = BTreeMap::new();
+            let mut next = 0u64;
+            for (op, k) in ops {
+                match op {
+                    0 | 1 => {
+                        next += 1 + k % 3;
+                        a.insert(next, k);
+                        m.insert(next, k);
+                    }
+                    2 => {
+                        a.insert(k, k + 100);
+                        m.insert(k, k + 100);
+                    }
+                    _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
+                }
+                prop_assert_eq!(a.is_empty(), m.is_empty());
+                prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
+            }
+        }
+    }
+}
