@@ -1,7 +1,7 @@
 //! A map whose keys usually arrive in increasing order (write ids,
 //! broadcast ids): a sorted vector of pairs, appended to and searched, with
 //! no tree to allocate or rebalance. It holds a handful of entries at a time
-//! (the writes in flight, the open handles).
+//! (the writes in flight, the open handles, the starts waiting for keys).
 
 /// Entries in key order. Hashes and compares as the `BTreeMap` it replaces
 /// (length, then each `(key, value)`).
@@ -40,6 +40,16 @@ impl<K: Ord + Copy, V> Arrivals<K, V> {
 
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl<K, V> IntoIterator for Arrivals<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::vec::IntoIter<(K, V)>;
+
+    /// The entries in key order.
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
     }
 }
 

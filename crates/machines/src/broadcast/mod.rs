@@ -507,7 +507,7 @@ pub struct Broadcaster {
     stopped: bool,
     locks: LockTable,
     /// Lock requests of `start` calls waiting for their keys.
-    starting: BTreeMap<RequestId, (Caller, LockRequest)>,
+    starting: Arrivals<RequestId, (Caller, LockRequest)>,
     /// Keys granted, waiting for an id (reservation in flight).
     awaiting_id: VecDeque<Handle>,
     next_id: u64,
@@ -551,7 +551,7 @@ impl Broadcaster {
             role,
             stopped: false,
             locks: LockTable::new(),
-            starting: BTreeMap::new(),
+            starting: Arrivals::default(),
             awaiting_id: VecDeque::new(),
             next_id: 1,
             id_limit: 1,
