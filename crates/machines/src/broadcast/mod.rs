@@ -30,12 +30,12 @@
 //! machine from its [`CatalogState`] alone.
 
 pub mod acks;
-mod arrivals;
 pub mod backoff;
 pub mod catalog;
 mod gc;
 mod recovery;
 mod scheduler;
+mod vecmap;
 
 use core::fmt;
 use core::time::Duration;
@@ -45,10 +45,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use self::acks::{AckInfo, AckOutcome, AckSet};
-use self::arrivals::Arrivals;
 pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
+use self::vecmap::VecMap;
 use crate::coverage::Coverage;
 use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
@@ -458,7 +458,7 @@ struct Task {
     write_failures: u32,
     /// The keys this task holds (Pending tasks on this cluster).
     lock: Option<RequestId>,
-    channels: BTreeMap<ChannelId, ChannelProgress>,
+    channels: VecMap<ChannelId, ChannelProgress>,
     callback: CallbackProgress,
     /// Who waits for `Done`.
     caller: Option<Caller>,
@@ -507,14 +507,14 @@ pub struct Broadcaster {
     stopped: bool,
     locks: LockTable,
     /// Lock requests of `start` calls waiting for their keys.
-    starting: Arrivals<RequestId, (Caller, LockRequest)>,
+    starting: VecMap<RequestId, (Caller, LockRequest)>,
     /// Keys granted, waiting for an id (reservation in flight).
     awaiting_id: VecDeque<Handle>,
     next_id: u64,
     id_limit: u64,
     reserving: Option<WriteId>,
     reserve_failures: u32,
-    handles: Arrivals<BroadcastId, Handle>,
+    handles: VecMap<BroadcastId, Handle>,
     tasks: BTreeMap<BroadcastId, Task>,
     queue: CallbackQueue,
     /// Durable tombstones, oldest first: GC candidates.
@@ -523,7 +523,7 @@ pub struct Broadcaster {
     /// Deletes planned by the current GC round, in order.
     gc_round: VecDeque<BroadcastId>,
     deleting: Option<WriteId>,
-    writes: Arrivals<WriteId, WriteFor>,
+    writes: VecMap<WriteId, WriteFor>,
     next_write: u64,
     timers: BTreeSet<(Time, Timer)>,
     outputs: VecDeque<Output>,
@@ -551,20 +551,20 @@ impl Broadcaster {
             role,
             stopped: false,
             locks: LockTable::new(),
-            starting: Arrivals::default(),
+            starting: VecMap::default(),
             awaiting_id: VecDeque::new(),
             next_id: 1,
             id_limit: 1,
             reserving: None,
             reserve_failures: 0,
-            handles: Arrivals::default(),
+            handles: VecMap::default(),
             tasks: BTreeMap::new(),
             queue: CallbackQueue::default(),
             tombstones: BTreeSet::new(),
             graveyard: IdRanges::default(),
             gc_round: VecDeque::new(),
             deleting: None,
-            writes: Arrivals::default(),
+            writes: VecMap::default(),
             next_write: 0,
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),

@@ -1,24 +1,25 @@
-//! A map whose keys usually arrive in increasing order (write ids,
-//! broadcast ids): a sorted vector of pairs, appended to and searched, with
-//! no tree to allocate or rebalance. It holds a handful of entries at a time
-//! (the writes in flight, the open handles, the starts waiting for keys).
+//! A small map kept as a sorted vector of pairs: searched by bisection,
+//! appended to when keys arrive in increasing order (write ids, broadcast
+//! ids, lock request ids), with no tree to allocate or rebalance. For maps
+//! of a handful of entries: the writes in flight, the open handles, the
+//! starts waiting for their keys, a task's unacked channels.
 
 /// Entries in key order. Hashes and compares as the `BTreeMap` it replaces
 /// (length, then each `(key, value)`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Arrivals<K, V> {
+pub(super) struct VecMap<K, V> {
     entries: Vec<(K, V)>,
 }
 
-impl<K, V> Default for Arrivals<K, V> {
+impl<K, V> Default for VecMap<K, V> {
     fn default() -> Self {
-        Arrivals {
+        VecMap {
             entries: Vec::new(),
         }
     }
 }
 
-impl<K: Ord + Copy, V> Arrivals<K, V> {
+impl<K: Ord + Copy, V> VecMap<K, V> {
     /// Inserts `key` (replacing its value if present). Keys usually arrive
     /// in increasing order: then this is a push.
     pub(super) fn insert(&mut self, key: K, value: V) {
@@ -38,12 +39,38 @@ impl<K: Ord + Copy, V> Arrivals<K, V> {
         Some(self.entries.remove(i).1)
     }
 
+    /// The value of `key`, if any.
+    pub(super) fn get(&self, key: &K) -> Option<&V> {
+        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&self.entries[i].1)
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The entries in key order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
 }
 
-impl<K, V> IntoIterator for Arrivals<K, V> {
+impl<K: Ord + Copy, V> FromIterator<(K, V)> for VecMap<K, V> {
+    /// As a `BTreeMap` collects: the last value of a repeated key wins.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut map = VecMap::default();
+        for (k, v) in iter {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+impl<K, V> IntoIterator for VecMap<K, V> {
     type Item = (K, V);
     type IntoIter = std::vec::IntoIter<(K, V)>;
 
@@ -60,6 +87,17 @@ mod tests {
     use std::collections::BTreeMap;
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
+    #[test]
+    fn collects_as_a_btree_map_does() {
+        let pairs = [(3, 'a'), (1, 'b'), (3, 'c'), (2, 'd')];
+        let a: VecMap<u32, char> = pairs.into_iter().collect();
+        let m: BTreeMap<u32, char> = pairs.into_iter().collect();
+        assert!(a.iter().eq(m.iter()));
+        let mut a = a;
+        a.clear();
+        assert!(a.is_empty());
+    }
+
     proptest! {
         /// Against a BTreeMap: same removals, same hash after each step,
         /// keys arriving mostly in increasing order.
@@ -68,7 +106,7 @@ mod tests {
             ops in prop::collection::vec((0u8..4, 0u64..40), 0..60),
         ) {
             let h = BuildHasherDefault::<DefaultHasher>::default();
-            let mut a = Arrivals::default();
+            let mut a = VecMap::default();
             let mut m = BTreeMap::new();
             let mut next = 0u64;
             for (op, k) in ops {
@@ -85,6 +123,8 @@ mod tests {
                     _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
                 }
                 prop_assert_eq!(a.is_empty(), m.is_empty());
+                prop_assert_eq!(a.get(&k), m.get(&k));
+                prop_assert!(a.iter().eq(m.iter()));
                 prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
             }
         }
