@@ -48,7 +48,7 @@ pub use self::acks::{AckInfo, AckOutcome, AckSet};
 pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
-use self::vecmap::VecMap;
+use self::vecmap::{VecMap, VecSet};
 use crate::coverage::Coverage;
 use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
@@ -525,7 +525,7 @@ pub struct Broadcaster {
     deleting: Option<WriteId>,
     writes: VecMap<WriteId, WriteFor>,
     next_write: u64,
-    timers: BTreeSet<(Time, Timer)>,
+    timers: VecSet<(Time, Timer)>,
     outputs: VecDeque<Output>,
     cov: Coverage,
 }
@@ -566,7 +566,7 @@ impl Broadcaster {
             deleting: None,
             writes: VecMap::default(),
             next_write: 0,
-            timers: BTreeSet::new(),
+            timers: VecSet::default(),
             outputs: VecDeque::new(),
             cov: Coverage::new(),
         }
@@ -627,7 +627,7 @@ impl Broadcaster {
 
     /// When [`Broadcaster::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.first().map(|&(t, _)| t)
     }
 
     /// The next output, if any.

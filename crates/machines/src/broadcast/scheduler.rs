@@ -10,8 +10,7 @@
 //! task with currently free keys overtake; that is the `CallbackOvertake`
 //! flaw.)
 
-use std::collections::BTreeMap;
-
+use super::vecmap::VecMap;
 use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick, Tr};
 use crate::locks::LockRequest;
 use crate::scratch::Scratch;
@@ -20,8 +19,8 @@ use crate::scratch::Scratch;
 /// succeeded, in control-tick order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct CallbackQueue {
-    entries: BTreeMap<(TimeTick, BroadcastId), LockRequest>,
-    tick_of: BTreeMap<BroadcastId, TimeTick>,
+    entries: VecMap<(TimeTick, BroadcastId), LockRequest>,
+    tick_of: VecMap<BroadcastId, TimeTick>,
     /// `schedule_callbacks`' buffers: the keys that block later tasks, the
     /// tasks to start.
     blockers: Scratch<Vec<LockRequest>>,
@@ -54,7 +53,7 @@ impl Broadcaster {
         let mut blockers = self.queue.blockers.take();
         let mut start = self.queue.start.take();
         let mut held_back = false;
-        for ((_, id), keys) in &self.queue.entries {
+        for ((_, id), keys) in self.queue.entries.iter() {
             let task = &self.tasks[id];
             let blocked = blockers.iter().any(|b| b.conflicts_with(keys));
             let ready = before_acks || task.acks_complete_and_durable();

@@ -22,14 +22,18 @@ impl<K, V> Default for VecMap<K, V> {
 impl<K: Ord + Copy, V> VecMap<K, V> {
     /// Inserts `key` (replacing its value if present). Keys usually arrive
     /// in increasing order: then this is a push.
-    pub(super) fn insert(&mut self, key: K, value: V) {
+    /// Returns the value replaced, as `BTreeMap::insert` does.
+    pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
         if self.entries.last().is_none_or(|(last, _)| *last < key) {
             self.entries.push((key, value));
-            return;
+            return None;
         }
         match self.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.entries[i].1 = value,
-            Err(i) => self.entries.insert(i, (key, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
         }
     }
 
@@ -43,6 +47,20 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     pub(super) fn get(&self, key: &K) -> Option<&V> {
         let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
         Some(&self.entries[i].1)
+    }
+
+    /// The entry of the smallest key, if any.
+    pub(super) fn first(&self) -> Option<(&K, &V)> {
+        self.entries.first().map(|(k, v)| (k, v))
+    }
+
+    /// Removes the entry of the smallest key.
+    pub(super) fn pop_first(&mut self) -> Option<(K, V)> {
+        (!self.entries.is_empty()).then(|| self.entries.remove(0))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -70,6 +88,34 @@ impl<K: Ord + Copy, V> FromIterator<(K, V)> for VecMap<K, V> {
     }
 }
 
+/// A small set kept as a sorted vector ([`VecMap`] without values). Hashes
+/// and compares as a `BTreeSet`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct VecSet<K>(VecMap<K, ()>);
+
+impl<K> Default for VecSet<K> {
+    fn default() -> Self {
+        VecSet(VecMap::default())
+    }
+}
+
+impl<K: Ord + Copy> VecSet<K> {
+    /// Adds `key`; whether it was new.
+    pub(super) fn insert(&mut self, key: K) -> bool {
+        self.0.insert(key, ()).is_none()
+    }
+
+    /// The smallest key, if any.
+    pub(super) fn first(&self) -> Option<&K> {
+        self.0.first().map(|(k, ())| k)
+    }
+
+    /// Removes the smallest key.
+    pub(super) fn pop_first(&mut self) -> Option<K> {
+        self.0.pop_first().map(|(k, ())| k)
+    }
+}
+
 impl<K, V> IntoIterator for VecMap<K, V> {
     type Item = (K, V);
     type IntoIter = std::vec::IntoIter<(K, V)>;
@@ -84,7 +130,7 @@ impl<K, V> IntoIterator for VecMap<K, V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
     #[test]
@@ -99,6 +145,25 @@ mod tests {
     }
 
     proptest! {
+        /// Against a BTreeSet: same answers, same hash.
+        #[test]
+        fn a_set_behaves_and_hashes_as_a_btree_set(
+            ops in prop::collection::vec((any::<bool>(), 0u64..20), 0..40),
+        ) {
+            let h = BuildHasherDefault::<DefaultHasher>::default();
+            let mut a = VecSet::default();
+            let mut m = BTreeSet::new();
+            for (insert, k) in ops {
+                if insert {
+                    prop_assert_eq!(a.insert(k), m.insert(k));
+                } else {
+                    prop_assert_eq!(a.pop_first(), m.pop_first());
+                }
+                prop_assert_eq!(a.first(), m.first());
+                prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
+            }
+        }
+
         /// Against a BTreeMap: same removals, same hash after each step,
         /// keys arriving mostly in increasing order.
         #[test]
@@ -113,15 +178,14 @@ mod tests {
                 match op {
                     0 | 1 => {
                         next += 1 + k % 3;
-                        a.insert(next, k);
-                        m.insert(next, k);
+                        prop_assert_eq!(a.insert(next, k), m.insert(next, k));
                     }
-                    2 => {
-                        a.insert(k, k + 100);
-                        m.insert(k, k + 100);
-                    }
+                    2 => prop_assert_eq!(a.insert(k, k + 100), m.insert(k, k + 100)),
+                    _ if k % 5 == 0 => prop_assert_eq!(a.pop_first(), m.pop_first()),
                     _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
                 }
+                prop_assert_eq!(a.first(), m.first_key_value());
+                prop_assert_eq!(a.len(), m.len());
                 prop_assert_eq!(a.is_empty(), m.is_empty());
                 prop_assert_eq!(a.get(&k), m.get(&k));
                 prop_assert!(a.iter().eq(m.iter()));
