@@ -1,8 +1,10 @@
-//! A small map kept as a sorted vector of pairs: searched by bisection,
+//! Small maps and sets kept as sorted vectors: searched by bisection,
 //! appended to when keys arrive in increasing order (write ids, broadcast
-//! ids, lock request ids), with no tree to allocate or rebalance. For maps
-//! of a handful of entries: the writes in flight, the open handles, the
-//! starts waiting for their keys, a task's unacked channels.
+//! ids, lock request ids), with no tree to allocate or rebalance. For the
+//! broadcaster's volatile bookkeeping, a handful to a few hundred entries:
+//! the writes in flight, the open handles, the starts waiting for their
+//! keys, a task's unacked channels, the timers, the callback queue. (The
+//! tombstones, up to the GC's `max_count`, stay in a tree.)
 
 /// Entries in key order. Hashes and compares as the `BTreeMap` it replaces
 /// (length, then each `(key, value)`).
