@@ -20,3 +20,4 @@ pub mod replication;
 pub mod scratch;
 pub mod tick;
 pub mod time;
+pub mod vecmap;

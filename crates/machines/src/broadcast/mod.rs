@@ -35,7 +35,6 @@ pub mod catalog;
 mod gc;
 mod recovery;
 mod scheduler;
-mod vecmap;
 
 use core::fmt;
 use core::time::Duration;
@@ -48,10 +47,10 @@ pub use self::acks::{AckInfo, AckOutcome, AckSet};
 pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
-use self::vecmap::{VecMap, VecSet};
 use crate::coverage::Coverage;
 use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
+use crate::vecmap::{VecMap, VecSet};
 
 /// A broadcast, and the handle its caller holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

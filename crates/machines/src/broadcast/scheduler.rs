@@ -10,10 +10,10 @@
 //! task with currently free keys overtake; that is the `CallbackOvertake`
 //! flaw.)
 
-use super::vecmap::VecMap;
 use super::{BroadcastFlaw, BroadcastId, Broadcaster, CallbackProgress, TimeTick, Tr};
 use crate::locks::LockRequest;
 use crate::scratch::Scratch;
+use crate::vecmap::VecMap;
 
 /// Tasks whose control channel is acked and whose callback has not
 /// succeeded, in control-tick order.

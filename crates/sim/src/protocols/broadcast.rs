@@ -23,7 +23,7 @@
 //! write failures, role changes (A demoted, later promoted), replication
 //! lag.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,7 @@ use simcast_machines::broadcast::{
 use simcast_machines::coverage::Coverage;
 use simcast_machines::locks::{LockRequest, ResourceKey};
 use simcast_machines::time::Time;
+use simcast_machines::vecmap::{VecMap, VecSet};
 
 use crate::engine::{Cx, NodeId, Protocol, Shared};
 use crate::faults::ppm;
@@ -809,7 +810,7 @@ struct LogEntry {
 #[derive(Clone, Debug, Default, Hash)]
 struct Store {
     /// Per broadcast: how many times applied, its tick and keys.
-    applied: BTreeMap<BroadcastId, (u32, TimeTick, LockRequest)>,
+    applied: VecMap<BroadcastId, (u32, TimeTick, LockRequest)>,
 }
 
 #[derive(Clone, Debug, Hash)]
@@ -823,11 +824,11 @@ struct Cluster {
     logs: Vec<Vec<LogEntry>>,
     store: Store,
     /// Callbacks invoked and not yet answered (this incarnation).
-    in_flight: BTreeMap<BroadcastId, LockRequest>,
+    in_flight: VecMap<BroadcastId, LockRequest>,
     /// Ids ever durable in the catalog.
-    persisted: BTreeSet<BroadcastId>,
+    persisted: VecSet<BroadcastId>,
     /// Times at which a timer event is queued for this incarnation.
-    timers: BTreeSet<Time>,
+    timers: VecSet<Time>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -904,9 +905,9 @@ impl BroadcastWorld {
                 catalog: CatalogState::new(),
                 logs: vec![Vec::new(); channels.len()],
                 store: Store::default(),
-                in_flight: BTreeMap::new(),
-                persisted: BTreeSet::new(),
-                timers: BTreeSet::new(),
+                in_flight: VecMap::default(),
+                persisted: VecSet::default(),
+                timers: VecSet::default(),
             }
         };
         let mut clusters = vec![cluster(Role::Primary, w.ack_sync_up)];
@@ -1762,14 +1763,14 @@ impl BroadcastWorld {
     fn cluster_liveness(&self, c: Cl) -> Option<(&'static str, String)> {
         let cl = &self.clusters[c as usize];
         let source = &self.clusters[A as usize];
-        let on_control: BTreeSet<BroadcastId>;
+        let on_control: VecSet<BroadcastId>;
         let expected = if c == A {
             &cl.persisted
         } else {
             on_control = source.logs[0].iter().map(|e| e.id).collect();
             &on_control
         };
-        for id in expected {
+        for id in expected.iter() {
             let done = cl.catalog.graveyard.contains(*id)
                 || cl
                     .catalog
@@ -1825,7 +1826,7 @@ impl BroadcastWorld {
                 ids
             })
             .collect();
-        for id in expected {
+        for id in expected.iter() {
             let Ok(i) = targets_of.binary_search_by_key(id, |&(id, _)| id) else {
                 continue;
             };

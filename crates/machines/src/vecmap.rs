@@ -1,15 +1,17 @@
 //! Small maps and sets kept as sorted vectors: searched by bisection,
 //! appended to when keys arrive in increasing order (write ids, broadcast
-//! ids, lock request ids), with no tree to allocate or rebalance. For the
-//! broadcaster's volatile bookkeeping, a handful to a few hundred entries:
-//! the writes in flight, the open handles, the starts waiting for their
-//! keys, a task's unacked channels, the timers, the callback queue. (The
-//! tombstones, up to the GC's `max_count`, stay in a tree.)
+//! ids, lock request ids), with no tree to allocate or rebalance. For
+//! bookkeeping of a handful to a few hundred entries: the broadcaster's
+//! writes in flight, open handles, starts waiting for their keys, a task's
+//! unacked channels, its timers and callback queue; the simulator's records
+//! of a run. (Collections that may grow to thousands, like the
+//! broadcaster's tombstones, stay in trees: inserting or removing in the
+//! middle moves the entries after it.)
 
-/// Entries in key order. Hashes and compares as the `BTreeMap` it replaces
-/// (length, then each `(key, value)`).
+/// A map with its entries in key order. Hashes and compares as the
+/// `BTreeMap` with the same entries (length, then each `(key, value)`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct VecMap<K, V> {
+pub struct VecMap<K, V> {
     entries: Vec<(K, V)>,
 }
 
@@ -25,7 +27,7 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     /// Inserts `key` (replacing its value if present). Keys usually arrive
     /// in increasing order: then this is a push.
     /// Returns the value replaced, as `BTreeMap::insert` does.
-    pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         if self.entries.last().is_none_or(|(last, _)| *last < key) {
             self.entries.push((key, value));
             return None;
@@ -40,41 +42,50 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     }
 
     /// Removes `key`'s entry.
-    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+    pub fn remove(&mut self, key: &K) -> Option<V> {
         let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
         Some(self.entries.remove(i).1)
     }
 
     /// The value of `key`, if any.
-    pub(super) fn get(&self, key: &K) -> Option<&V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
         let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
         Some(&self.entries[i].1)
     }
 
+    /// The value of `key`, to change, if any.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&mut self.entries[i].1)
+    }
+
     /// The entry of the smallest key, if any.
-    pub(super) fn first(&self) -> Option<(&K, &V)> {
+    pub fn first(&self) -> Option<(&K, &V)> {
         self.entries.first().map(|(k, v)| (k, v))
     }
 
     /// Removes the entry of the smallest key.
-    pub(super) fn pop_first(&mut self) -> Option<(K, V)> {
+    pub fn pop_first(&mut self) -> Option<(K, V)> {
         (!self.entries.is_empty()).then(|| self.entries.remove(0))
     }
 
-    pub(super) fn len(&self) -> usize {
+    /// The number of entries.
+    pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub(super) fn clear(&mut self) {
+    /// Removes every entry (keeping the allocation).
+    pub fn clear(&mut self) {
         self.entries.clear();
     }
 
     /// The entries in key order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 }
@@ -90,10 +101,10 @@ impl<K: Ord + Copy, V> FromIterator<(K, V)> for VecMap<K, V> {
     }
 }
 
-/// A small set kept as a sorted vector ([`VecMap`] without values). Hashes
-/// and compares as a `BTreeSet`.
+/// A set kept as a sorted vector ([`VecMap`] without values). Hashes and
+/// compares as the `BTreeSet` with the same keys.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct VecSet<K>(VecMap<K, ()>);
+pub struct VecSet<K>(VecMap<K, ()>);
 
 impl<K> Default for VecSet<K> {
     fn default() -> Self {
@@ -103,18 +114,54 @@ impl<K> Default for VecSet<K> {
 
 impl<K: Ord + Copy> VecSet<K> {
     /// Adds `key`; whether it was new.
-    pub(super) fn insert(&mut self, key: K) -> bool {
+    pub fn insert(&mut self, key: K) -> bool {
         self.0.insert(key, ()).is_none()
     }
 
     /// The smallest key, if any.
-    pub(super) fn first(&self) -> Option<&K> {
+    pub fn first(&self) -> Option<&K> {
         self.0.first().map(|(k, ())| k)
     }
 
     /// Removes the smallest key.
-    pub(super) fn pop_first(&mut self) -> Option<K> {
+    pub fn pop_first(&mut self) -> Option<K> {
         self.0.pop_first().map(|(k, ())| k)
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &K) -> bool {
+        self.0.remove(key).is_some()
+    }
+
+    /// Whether `key` is in.
+    pub fn contains(&self, key: &K) -> bool {
+        self.0.get(key).is_some()
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes every key (keeping the allocation).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The keys in order.
+    pub fn iter(&self) -> impl Iterator<Item = &K> {
+        self.0.iter().map(|(k, ())| k)
+    }
+}
+
+impl<K: Ord + Copy> FromIterator<K> for VecSet<K> {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
+        VecSet(iter.into_iter().map(|k| (k, ())).collect())
     }
 }
 
@@ -150,18 +197,21 @@ mod tests {
         /// Against a BTreeSet: same answers, same hash.
         #[test]
         fn a_set_behaves_and_hashes_as_a_btree_set(
-            ops in prop::collection::vec((any::<bool>(), 0u64..20), 0..40),
+            ops in prop::collection::vec((0u8..4, 0u64..20), 0..40),
         ) {
             let h = BuildHasherDefault::<DefaultHasher>::default();
             let mut a = VecSet::default();
             let mut m = BTreeSet::new();
-            for (insert, k) in ops {
-                if insert {
-                    prop_assert_eq!(a.insert(k), m.insert(k));
-                } else {
-                    prop_assert_eq!(a.pop_first(), m.pop_first());
+            for (op, k) in ops {
+                match op {
+                    0 | 1 => prop_assert_eq!(a.insert(k), m.insert(k)),
+                    2 => prop_assert_eq!(a.pop_first(), m.pop_first()),
+                    _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
                 }
                 prop_assert_eq!(a.first(), m.first());
+                prop_assert_eq!(a.contains(&k), m.contains(&k));
+                prop_assert_eq!(a.len(), m.len());
+                prop_assert!(a.iter().eq(m.iter()));
                 prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
             }
         }
@@ -190,6 +240,7 @@ mod tests {
                 prop_assert_eq!(a.len(), m.len());
                 prop_assert_eq!(a.is_empty(), m.is_empty());
                 prop_assert_eq!(a.get(&k), m.get(&k));
+                prop_assert_eq!(a.get_mut(&k), m.get_mut(&k));
                 prop_assert!(a.iter().eq(m.iter()));
                 prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
             }
