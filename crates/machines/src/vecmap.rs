@@ -24,6 +24,11 @@ impl<K, V> Default for VecMap<K, V> {
 }
 
 impl<K: Ord + Copy, V> VecMap<K, V> {
+    /// Where `key` is (`Ok`), or would go (`Err`).
+    fn search(&self, key: &K) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
     /// Inserts `key` (replacing its value if present). Keys usually arrive
     /// in increasing order: then this is a push.
     /// Returns the value replaced, as `BTreeMap::insert` does.
@@ -32,7 +37,7 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
             self.entries.push((key, value));
             return None;
         }
-        match self.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+        match self.search(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
                 self.entries.insert(i, (key, value));
@@ -43,19 +48,19 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
 
     /// Removes `key`'s entry.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        let i = self.search(key).ok()?;
         Some(self.entries.remove(i).1)
     }
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &K) -> Option<&V> {
-        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        let i = self.search(key).ok()?;
         Some(&self.entries[i].1)
     }
 
     /// The value of `key`, to change, if any.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = self.entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        let i = self.search(key).ok()?;
         Some(&mut self.entries[i].1)
     }
 
