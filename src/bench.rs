@@ -2,9 +2,10 @@
 //! compared with a committed baseline.
 //!
 //! For every swept scenario (default: every default scenario) the same
-//! seeds run once as a warm-up, then `--repeat` times on one thread and as
-//! many times on all cores (one worker per available core, taking disjoint
-//! seeds). Figures: events/s and seeds/s on one core and on all cores, the
+//! seeds run once as a warm-up on one thread and once on all cores, then
+//! `--repeat` times on one thread and as many times on all cores (one
+//! worker per available core, taking disjoint seeds; the workers stay up
+//! from the warm-up to the last run, as a sweep's do). Figures: events/s and seeds/s on one core and on all cores, the
 //! scaling (all cores / one core), allocations per event (one core, after
 //! the warm-up), and events/s as a multiple of the *empty world*'s (a
 //! protocol with no machines: the engine's ceiling). Every `*-explore` (or
@@ -22,8 +23,10 @@ mod baseline;
 mod memory;
 
 use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::Args;
 use serde::Deserialize;
@@ -215,64 +218,170 @@ fn run_seeds(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64) -> u64 {
     (0..seeds).map(run_one).sum()
 }
 
-/// Runs seeds `0..seeds` on `threads` workers, each taking the next seed not
-/// yet taken (so they run disjoint shares); the events handled.
-fn run_seeds_on(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64, threads: usize) -> u64 {
-    let next = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut events = 0;
-                    loop {
-                        let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed >= seeds {
-                            return events;
-                        }
-                        events += run_one(seed);
+/// Workers that stay up for a whole measurement (warm-up included), so
+/// that each timed run on all cores pays for no thread start and runs on
+/// warm caches and allocator arenas, as a long sweep's workers do.
+struct Pool<'a> {
+    shared: &'a PoolShared,
+}
+
+/// What the main thread and the workers of a [`Pool`] share.
+struct PoolShared {
+    /// The next seed to take.
+    next: AtomicU64,
+    /// Seeds of the current run: `0..seeds`.
+    seeds: AtomicU64,
+    /// Events handled in the current run.
+    events: AtomicU64,
+    /// Set (before the last `start`) to send the workers home.
+    stop: AtomicBool,
+    /// Set by a worker whose run panicked (it still reaches `done`).
+    panicked: AtomicBool,
+    /// Every worker and the main thread: a run starts.
+    start: Barrier,
+    /// Every worker and the main thread: the run is over.
+    done: Barrier,
+}
+
+impl PoolShared {
+    fn new(threads: usize) -> PoolShared {
+        PoolShared {
+            next: AtomicU64::new(0),
+            seeds: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            start: Barrier::new(threads + 1),
+            done: Barrier::new(threads + 1),
+        }
+    }
+
+    /// A worker: runs the seeds of each run, each taking the next seed not
+    /// yet taken (so they run disjoint shares).
+    fn work(&self, run_one: &(dyn Fn(u64) -> u64 + Sync)) {
+        loop {
+            self.start.wait();
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let seeds = self.seeds.load(Ordering::Acquire);
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut events = 0;
+                loop {
+                    let seed = self.next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds {
+                        return events;
                     }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("bench worker panicked"))
-            .sum()
+                    events += run_one(seed);
+                }
+            }));
+            match ran {
+                Ok(events) => {
+                    self.events.fetch_add(events, Ordering::AcqRel);
+                }
+                Err(_) => self.panicked.store(true, Ordering::Release),
+            }
+            self.done.wait();
+        }
+    }
+}
+
+impl<'a> Pool<'a> {
+    /// Starts `threads` workers in `scope`; they wait for [`Pool::run`].
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'a>,
+        shared: &'a PoolShared,
+        threads: usize,
+        run_one: &'a (dyn Fn(u64) -> u64 + Sync),
+    ) -> Pool<'a> {
+        for _ in 0..threads {
+            scope.spawn(move || shared.work(run_one));
+        }
+        Pool { shared }
+    }
+
+    /// Runs seeds `0..seeds` on the workers; the events handled, and the
+    /// seconds from the start signal to the last worker's end.
+    fn run(&self, seeds: u64) -> Rep {
+        let s = self.shared;
+        s.next.store(0, Ordering::Release);
+        s.seeds.store(seeds, Ordering::Release);
+        s.events.store(0, Ordering::Release);
+        let t = Stopwatch::start();
+        s.start.wait();
+        s.done.wait();
+        if s.panicked.load(Ordering::Acquire) {
+            // Send the workers home first, or the scope would wait for them.
+            s.stop.store(true, Ordering::Release);
+            s.start.wait();
+            panic!("bench worker panicked");
+        }
+        Rep {
+            events: s.events.load(Ordering::Acquire),
+            secs: t.secs().max(1e-9),
+        }
+    }
+
+    /// Sends the workers home (the scope then joins them).
+    fn stop(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.start.wait();
+    }
+}
+
+/// Runs seeds `0..seeds` on `threads` workers of a fresh pool; the events
+/// handled.
+#[cfg(test)]
+fn run_seeds_on(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64, threads: usize) -> u64 {
+    let shared = PoolShared::new(threads);
+    std::thread::scope(|scope| {
+        let pool = Pool::start(scope, &shared, threads, run_one);
+        let a = pool.run(seeds).events;
+        let b = pool.run(seeds).events;
+        pool.stop();
+        assert_eq!(a, b, "two runs of the same seeds");
+        a
     })
 }
 
-/// A warm-up, then `repeat` x (one thread, then all cores if `threads` is
-/// given): interleaved, so that both see the same machine load.
+/// A warm-up (on one thread, and on all cores if `threads` is given), then
+/// `repeat` x (one thread, then all cores): interleaved, so that both see
+/// the same machine load. The workers stay up from the warm-up on.
 fn measure(
     run_one: &(dyn Fn(u64) -> u64 + Sync),
     seeds: u64,
     repeat: u32,
     threads: Option<usize>,
 ) -> Measured {
-    run_seeds(run_one, seeds);
-    let mut m = Measured {
-        one: Vec::new(),
-        all: Vec::new(),
-        allocs: Vec::new(),
-    };
-    for _ in 0..repeat {
-        let before = crate::alloc::allocations();
-        let t = Stopwatch::start();
-        let events = run_seeds(run_one, seeds);
-        let secs = t.secs().max(1e-9);
-        let allocated = crate::alloc::allocations() - before;
-        m.one.push(Rep { events, secs });
-        m.allocs.push(allocated as f64 / events.max(1) as f64);
-        if let Some(threads) = threads {
-            let t = Stopwatch::start();
-            let events = run_seeds_on(run_one, seeds, threads);
-            m.all.push(Rep {
-                events,
-                secs: t.secs().max(1e-9),
-            });
+    let shared = PoolShared::new(threads.unwrap_or(0));
+    std::thread::scope(|scope| {
+        let pool = threads.map(|t| Pool::start(scope, &shared, t, run_one));
+        run_seeds(run_one, seeds);
+        if let Some(pool) = &pool {
+            pool.run(seeds);
         }
-    }
-    m
+        let mut m = Measured {
+            one: Vec::new(),
+            all: Vec::new(),
+            allocs: Vec::new(),
+        };
+        for _ in 0..repeat {
+            let before = crate::alloc::allocations();
+            let t = Stopwatch::start();
+            let events = run_seeds(run_one, seeds);
+            let secs = t.secs().max(1e-9);
+            let allocated = crate::alloc::allocations() - before;
+            m.one.push(Rep { events, secs });
+            m.allocs.push(allocated as f64 / events.max(1) as f64);
+            if let Some(pool) = &pool {
+                m.all.push(pool.run(seeds));
+            }
+        }
+        if let Some(pool) = pool {
+            pool.stop();
+        }
+        m
+    })
 }
 
 /// Per-repetition sums over several measurements, as rates.
@@ -1036,6 +1145,19 @@ mod tests {
         let r = Figure::ratio("r", &f, &Figure::of("g", Unit::SeedsPerSec, vec![5.0]));
         assert_eq!((r.value, r.unit), (2.0, Unit::Ratio));
         assert!((r.spread - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_panicking_worker_is_reported_not_waited_for() {
+        let one = |seed: u64| {
+            assert_ne!(seed, 7, "seed 7 fails");
+            1
+        };
+        let shared = PoolShared::new(2);
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            std::thread::scope(|scope| Pool::start(scope, &shared, 2, &one).run(10).events)
+        }));
+        assert!(r.is_err());
     }
 
     #[test]
