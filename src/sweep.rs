@@ -590,6 +590,24 @@ impl Progress {
     }
 }
 
+/// Seconds between two progress lines of a sweep that has no progress bar.
+const PROGRESS_EVERY_SECS: f64 = 10.0;
+
+/// Held by a sweep worker: when the last one is dropped (the worker
+/// returned or unwound), the main thread is woken.
+struct Stopping<'a> {
+    running: &'a AtomicUsize,
+    main: &'a std::thread::Thread,
+}
+
+impl Drop for Stopping<'_> {
+    fn drop(&mut self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.main.unpark();
+        }
+    }
+}
+
 /// Runs a plan: all cores, deterministic totals, failures written.
 pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
     let clock = Stopwatch::start();
@@ -627,10 +645,18 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
         pb
     });
     let jobs = (plan.jobs.max(1) as u64).min(total.max(1)) as usize;
+    // Workers still running; the last one to stop (or unwind) wakes the
+    // main thread, which otherwise sleeps until its next progress line.
+    let running = AtomicUsize::new(jobs);
+    let main = std::thread::current();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 scope.spawn(|| {
+                    let _stopping = Stopping {
+                        running: &running,
+                        main: &main,
+                    };
                     loop {
                         if plan.time_budget.is_some_and(|b| clock.secs() > b) {
                             out_of_time.store(true, Ordering::Relaxed);
@@ -686,9 +712,10 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
             .collect();
         if plan.progress_lines {
             let mut last = clock.secs();
-            while workers.iter().any(|w| !w.is_finished()) {
-                std::thread::sleep(Duration::from_millis(100));
-                if clock.secs() - last >= 10.0 {
+            while running.load(Ordering::Acquire) > 0 {
+                let wait = (last + PROGRESS_EVERY_SECS - clock.secs()).max(0.0);
+                std::thread::park_timeout(Duration::from_secs_f64(wait));
+                if clock.secs() - last >= PROGRESS_EVERY_SECS {
                     last = clock.secs();
                     eprintln!(
                         "{}: {}/{} runs, {} failing, {:.0}s",
@@ -788,6 +815,24 @@ mod tests {
             origin: String::new(),
             shrink_budget: 0.0,
         }
+    }
+
+    #[test]
+    fn a_sweep_printing_progress_lines_ends_when_its_workers_do() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sim-scenarios/locks-contended.toml");
+        let mut p = plan(0, 6, None);
+        p.scenarios = vec![Scenario::from_file(&path).expect("a scenario")];
+        p.jobs = 2;
+        p.progress_lines = true;
+        let t = Stopwatch::start();
+        let report = execute(&p).expect("a sweep");
+        assert_eq!(report.total.seeds, 6);
+        // Woken by its last worker, not by the next progress line.
+        assert!(
+            t.secs() < PROGRESS_EVERY_SECS / 2.0,
+            "{:.1}s for six seeds",
+            t.secs()
+        );
     }
 
     #[test]
