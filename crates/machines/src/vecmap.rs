@@ -98,7 +98,10 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
 impl<K: Ord + Copy, V> FromIterator<(K, V)> for VecMap<K, V> {
     /// As a `BTreeMap` collects: the last value of a repeated key wins.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut map = VecMap::default();
+        let iter = iter.into_iter();
+        let mut map = VecMap {
+            entries: Vec::with_capacity(iter.size_hint().0),
+        };
         for (k, v) in iter {
             map.insert(k, v);
         }

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use simcast_machines::broadcast::{
@@ -33,7 +34,7 @@ use simcast_machines::broadcast::{
     TaskState, TimeTick, WriteId,
 };
 use simcast_machines::coverage::Coverage;
-use simcast_machines::locks::{LockRequest, ResourceKey};
+use simcast_machines::locks::{LockRequest, RequestId, ResourceKey};
 use simcast_machines::time::Time;
 use simcast_machines::vecmap::{VecMap, VecSet};
 
@@ -829,6 +830,46 @@ struct Cluster {
     persisted: VecSet<BroadcastId>,
     /// Times at which a timer event is queued for this incarnation.
     timers: VecSet<Time>,
+    /// What `locks.exclusion` already checked (this incarnation).
+    held_checked: HeldChecked,
+}
+
+/// The requests of a broadcaster's lock table that were held at the last
+/// `locks.exclusion` check, sorted: they were pairwise checked then (a
+/// clash ends the run), and a request's keys never change, so only pairs
+/// with a newly held request need checking. Not state: ignored by
+/// equality and hashing. Emptied when the broadcaster is lost (a new
+/// table numbers its requests afresh).
+#[derive(Clone, Debug, Default)]
+struct HeldChecked {
+    ids: Vec<RequestId>,
+    /// Reused for the held requests of the next check.
+    scratch: Vec<RequestId>,
+}
+
+/// The first pair `(held[i], held[j])`, `i < j`, that is not made of two
+/// `checked` ids and satisfies `bad`: all sorted. If no pair of `checked`
+/// ids satisfies `bad`, this is the first of all pairs that does.
+fn first_new_pair<T: Ord + Copy>(
+    held: &[T],
+    checked: &[T],
+    mut bad: impl FnMut(T, T) -> bool,
+) -> Option<(T, T)> {
+    let old = |id: &T| checked.binary_search(id).is_ok();
+    for (i, &x) in held.iter().enumerate() {
+        let x_old = old(&x);
+        for &y in &held[i + 1..] {
+            if !(x_old && old(&y)) && bad(x, y) {
+                return Some((x, y));
+            }
+        }
+    }
+    None
+}
+
+impl Hash for HeldChecked {
+    /// Hashes nothing: not state.
+    fn hash<H: Hasher>(&self, _: &mut H) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -908,6 +949,7 @@ impl BroadcastWorld {
                 in_flight: VecMap::default(),
                 persisted: VecSet::default(),
                 timers: VecSet::default(),
+                held_checked: HeldChecked::default(),
             }
         };
         let mut clusters = vec![cluster(Role::Primary, w.ack_sync_up)];
@@ -1121,27 +1163,37 @@ impl BroadcastWorld {
         }
     }
 
-    /// `locks.exclusion` on the broadcaster's own lock table.
-    fn check_exclusion(&self, cx: &mut Cx<Self>) {
-        let Some(b) = self.clusters[A as usize].broadcaster.as_ref() else {
+    /// `locks.exclusion` on the broadcaster's own lock table: no two held
+    /// requests clash (pairs in id order; pairs already checked skipped).
+    fn check_exclusion(&mut self, cx: &mut Cx<Self>) {
+        let cl = &mut self.clusters[A as usize];
+        let Some(b) = cl.broadcaster.as_ref() else {
             return;
         };
         let table = b.lock_table();
-        for (i, x) in table.held().enumerate() {
-            for y in table.held().skip(i + 1) {
+        let checked = &mut cl.held_checked;
+        let mut held = std::mem::take(&mut checked.scratch);
+        held.clear();
+        held.extend(table.held());
+        if held != checked.ids {
+            let clashing = first_new_pair(&held, &checked.ids, |x, y| {
+                clash(
+                    table.request(x).expect("held"),
+                    table.request(y).expect("held"),
+                )
+            });
+            if let Some((x, y)) = clashing {
                 let (rx, ry) = (
                     table.request(x).expect("held"),
                     table.request(y).expect("held"),
                 );
-                if clash(rx, ry) {
-                    cx.violate(
-                        EXCLUSION,
-                        format!("{x} {rx} and {y} {ry} are held together"),
-                    );
-                    return;
-                }
+                cx.violate(
+                    EXCLUSION,
+                    format!("{x} {rx} and {y} {ry} are held together"),
+                );
             }
         }
+        checked.scratch = std::mem::replace(&mut checked.ids, held);
     }
 
     fn effect(&mut self, cx: &mut Cx<Self>, c: Cl, out: Output) {
@@ -1585,6 +1637,7 @@ impl BroadcastWorld {
         }
         cl.in_flight.clear();
         cl.timers.clear();
+        cl.held_checked.ids.clear();
         if c == A {
             // Every caller waiting on A loses its connection.
             for (i, client) in self.clients.iter().enumerate() {
@@ -2016,5 +2069,51 @@ impl Protocol for BroadcastWorld {
             ));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The first clashing pair over all pairs, in the same order.
+    fn naive<T: Copy>(held: &[T], bad: impl Fn(T, T) -> bool) -> Option<(T, T)> {
+        (0..held.len())
+            .flat_map(|i| (i + 1..held.len()).map(move |j| (i, j)))
+            .map(|(i, j)| (held[i], held[j]))
+            .find(|&(x, y)| bad(x, y))
+    }
+
+    proptest! {
+        /// With the checked ids clashing with none of themselves (a clash
+        /// ends the run), skipping their pairs finds the pair a full check
+        /// finds.
+        #[test]
+        fn skipping_checked_pairs_finds_the_first_clash(
+            held in proptest::collection::btree_set(0u8..24, 0..8),
+            checked in proptest::collection::btree_set(0u8..24, 0..8),
+            clashes in proptest::collection::vec((0u8..24, 0u8..24), 0..6),
+        ) {
+            let held: Vec<u8> = held.into_iter().collect();
+            let checked: Vec<u8> = checked.into_iter().collect();
+            let is_old = |x: u8| checked.binary_search(&x).is_ok();
+            let bad = |x: u8, y: u8| {
+                !(is_old(x) && is_old(y))
+                    && clashes.iter().any(|&(a, b)| (a, b) == (x, y) || (a, b) == (y, x))
+            };
+            prop_assert_eq!(first_new_pair(&held, &checked, bad), naive(&held, bad));
+        }
+    }
+
+    #[test]
+    fn a_pair_of_checked_ids_is_not_looked_at_again() {
+        let mut seen = Vec::new();
+        let found = first_new_pair(&[1, 2, 3], &[1, 2], |x, y| {
+            seen.push((x, y));
+            false
+        });
+        assert_eq!(found, None);
+        assert_eq!(seen, [(1, 3), (2, 3)]);
     }
 }
