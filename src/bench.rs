@@ -3,15 +3,17 @@
 //!
 //! For every swept scenario (default: every default scenario) the same
 //! seeds run once as a warm-up on one thread and once on all cores, then
-//! `--repeat` times on one thread and as many times on all cores (one
-//! worker per available core, taking disjoint seeds; the workers stay up
-//! from the warm-up to the last run, as a sweep's do). Figures: events/s and seeds/s on one core and on all cores, the
-//! scaling (all cores / one core), allocations per event (one core, after
-//! the warm-up), and events/s as a multiple of the *empty world*'s (a
-//! protocol with no machines: the engine's ceiling). Every `*-explore` (or
-//! `*-explore-*`) scenario is explored for states/s. Peak RSS is read after sweeps of N
-//! and 10 x N seeds of one scenario, the way `sweep` runs them, to show
-//! that memory stays flat. `cargo xtask bench` adds the madsim workload's
+//! `--repeat` times on one thread and as many times on all cores. On all
+//! cores one worker per available core takes the next run not yet taken,
+//! the same seeds running once per worker (equal work per worker, as long
+//! a run as on one thread); the workers stay up from the warm-up to the
+//! last run, as a sweep's do. Figures: events/s and seeds/s on one core
+//! and on all cores, the scaling (all cores / one core), allocations per
+//! event (one core, after the warm-up), and events/s as a multiple of the
+//! *empty world*'s (a protocol with no machines: the engine's ceiling).
+//! Every `*-explore` (or `*-explore-*`) scenario is explored for states/s.
+//! Peak RSS is read after sweeps of N and 10 x N seeds of one scenario, the
+//! way `sweep` runs them, to show that memory stays flat. `cargo xtask bench` adds the madsim workload's
 //! figures (`--madsim-figures`).
 //!
 //! A figure is the median over the repetitions; its spread is (max - min) /
@@ -49,7 +51,9 @@ pub struct BenchArgs {
     /// scenario, and every such explore scenario].
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Seeds per repetition [default: 200; 20 with --quick].
+    /// Seeds per repetition, run as many times over as it takes a
+    /// repetition to last 0.25 s (once with --quick) [default: 200; 20 with
+    /// --quick].
     #[arg(long, value_name = "N")]
     seeds: Option<u64>,
     /// Repetitions, after one warm-up [default: 5; 3 with --quick].
@@ -193,6 +197,7 @@ impl Figure {
 /// One repetition's work: events handled in so many seconds.
 #[derive(Clone, Copy, Debug)]
 struct Rep {
+    seeds: u64,
     events: u64,
     secs: f64,
 }
@@ -229,8 +234,9 @@ struct Pool<'a> {
 struct PoolShared {
     /// The next seed to take.
     next: AtomicU64,
-    /// Seeds of the current run: `0..seeds`.
+    /// Seeds of the current run: `0..seeds`, `rounds` times over.
     seeds: AtomicU64,
+    rounds: AtomicU64,
     /// Events handled in the current run.
     events: AtomicU64,
     /// Set (before the last `start`) to send the workers home.
@@ -248,6 +254,7 @@ impl PoolShared {
         PoolShared {
             next: AtomicU64::new(0),
             seeds: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
             events: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
@@ -265,14 +272,15 @@ impl PoolShared {
                 return;
             }
             let seeds = self.seeds.load(Ordering::Acquire);
+            let runs = seeds * self.rounds.load(Ordering::Acquire);
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let mut events = 0;
                 loop {
-                    let seed = self.next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed);
+                    if i >= runs {
                         return events;
                     }
-                    events += run_one(seed);
+                    events += run_one(i % seeds);
                 }
             }));
             match ran {
@@ -300,12 +308,15 @@ impl<'a> Pool<'a> {
         Pool { shared }
     }
 
-    /// Runs seeds `0..seeds` on the workers; the events handled, and the
-    /// seconds from the start signal to the last worker's end.
-    fn run(&self, seeds: u64) -> Rep {
+    /// Runs seeds `0..seeds`, `rounds` times over, on the workers: the
+    /// runs, the events handled, and the seconds from the start signal to
+    /// the last worker's end.
+    fn run(&self, seeds: u64, rounds: u64) -> Rep {
         let s = self.shared;
         s.next.store(0, Ordering::Release);
-        s.seeds.store(seeds, Ordering::Release);
+        s.seeds.store(seeds.max(1), Ordering::Release);
+        s.rounds
+            .store(if seeds == 0 { 0 } else { rounds }, Ordering::Release);
         s.events.store(0, Ordering::Release);
         let t = Stopwatch::start();
         s.start.wait();
@@ -317,6 +328,7 @@ impl<'a> Pool<'a> {
             panic!("bench worker panicked");
         }
         Rep {
+            seeds: seeds * rounds,
             events: s.events.load(Ordering::Acquire),
             secs: t.secs().max(1e-9),
         }
@@ -336,29 +348,43 @@ fn run_seeds_on(run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64, threads: usiz
     let shared = PoolShared::new(threads);
     std::thread::scope(|scope| {
         let pool = Pool::start(scope, &shared, threads, run_one);
-        let a = pool.run(seeds).events;
-        let b = pool.run(seeds).events;
+        let a = pool.run(seeds, 1).events;
+        let b = pool.run(seeds, 1).events;
         pool.stop();
         assert_eq!(a, b, "two runs of the same seeds");
         a
     })
 }
 
+/// The shortest timed run of a full bench, in seconds: shorter runs
+/// measure this machine's hiccups (a few milliseconds lost to a neighbour
+/// is 10% of a 30 ms run) more than the simulator.
+const MIN_RUN_SECS: f64 = 0.25;
+
 /// A warm-up (on one thread, and on all cores if `threads` is given), then
 /// `repeat` x (one thread, then all cores): interleaved, so that both see
 /// the same machine load. The workers stay up from the warm-up on.
+///
+/// Each timed run on one thread runs seeds `0..seeds` as many times over
+/// as it takes to last `min_run_secs` (from the warm-up's time); on all
+/// cores, that many times per worker: equal work per worker, so both runs
+/// last about as long, and the scaling compares equal work.
 fn measure(
     run_one: &(dyn Fn(u64) -> u64 + Sync),
     seeds: u64,
     repeat: u32,
     threads: Option<usize>,
+    min_run_secs: f64,
 ) -> Measured {
     let shared = PoolShared::new(threads.unwrap_or(0));
     std::thread::scope(|scope| {
         let pool = threads.map(|t| Pool::start(scope, &shared, t, run_one));
+        let t = Stopwatch::start();
         run_seeds(run_one, seeds);
+        let rounds = (min_run_secs / t.secs().max(1e-6)).ceil().clamp(1.0, 1e6) as u64;
+        let all_rounds = rounds * threads.unwrap_or(1) as u64;
         if let Some(pool) = &pool {
-            pool.run(seeds);
+            pool.run(seeds, all_rounds);
         }
         let mut m = Measured {
             one: Vec::new(),
@@ -368,13 +394,17 @@ fn measure(
         for _ in 0..repeat {
             let before = crate::alloc::allocations();
             let t = Stopwatch::start();
-            let events = run_seeds(run_one, seeds);
+            let events: u64 = (0..rounds).map(|_| run_seeds(run_one, seeds)).sum();
             let secs = t.secs().max(1e-9);
             let allocated = crate::alloc::allocations() - before;
-            m.one.push(Rep { events, secs });
+            m.one.push(Rep {
+                seeds: seeds * rounds,
+                events,
+                secs,
+            });
             m.allocs.push(allocated as f64 / events.max(1) as f64);
             if let Some(pool) = &pool {
-                m.all.push(pool.run(seeds));
+                m.all.push(pool.run(seeds, all_rounds));
             }
         }
         if let Some(pool) = pool {
@@ -400,12 +430,14 @@ impl Totals {
                 acc.resize(
                     reps.len(),
                     Rep {
+                        seeds: 0,
                         events: 0,
                         secs: 0.0,
                     },
                 );
             }
             for (a, r) in acc.iter_mut().zip(reps) {
+                a.seeds += r.seeds;
                 a.events += r.events;
                 a.secs += r.secs;
             }
@@ -437,11 +469,11 @@ fn events_figure(name: String, reps: &[Rep]) -> Figure {
     )
 }
 
-fn seeds_figure(name: String, reps: &[Rep], seeds_per_rep: u64) -> Figure {
+fn seeds_figure(name: String, reps: &[Rep]) -> Figure {
     Figure::of(
         name,
         Unit::SeedsPerSec,
-        reps.iter().map(|r| seeds_per_rep as f64 / r.secs).collect(),
+        reps.iter().map(|r| r.seeds as f64 / r.secs).collect(),
     )
 }
 
@@ -534,6 +566,9 @@ struct Setup {
     rss_seeds: [u64; 2],
     max_states: u64,
     threads: usize,
+    /// The shortest timed run: the seeds run as many times over as the
+    /// warm-up says it takes (0 with --quick: once).
+    min_run_secs: f64,
     quick: bool,
     progress: bool,
 }
@@ -555,6 +590,7 @@ impl Setup {
             rss_seeds: [rss, rss_big],
             max_states: if a.quick { 5_000 } else { 20_000_000 },
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            min_run_secs: if a.quick { 0.0 } else { MIN_RUN_SECS },
             quick: a.quick,
             progress: std::io::stderr().is_terminal() && !a.json,
         })
@@ -748,14 +784,18 @@ fn measure_empty(setup: &Setup, report: &mut Report) -> Figure {
     setup.say("the empty world");
     let run_one = |seed| empty::run(seed, SWEEP_RUN).events;
     let seeds = setup.seeds * 10;
-    let m = measure(&run_one, seeds, setup.repeat, Some(setup.threads));
+    let m = measure(
+        &run_one,
+        seeds,
+        setup.repeat,
+        Some(setup.threads),
+        setup.min_run_secs,
+    );
     let events = events_figure("empty world events/s".to_owned(), &m.one);
     report.figures.push(events.clone());
-    report.figures.push(seeds_figure(
-        "empty world seeds/s".to_owned(),
-        &m.one,
-        seeds,
-    ));
+    report
+        .figures
+        .push(seeds_figure("empty world seeds/s".to_owned(), &m.one));
     report.figures.push(scaling_figure(
         "empty world scaling".to_owned(),
         &m.one,
@@ -791,17 +831,19 @@ fn measure_sweeps(
             };
             run_spec(&spec, SWEEP_RUN).events
         };
-        let m = measure(&run_one, seeds, setup.repeat, Some(setup.threads));
+        let m = measure(
+            &run_one,
+            seeds,
+            setup.repeat,
+            Some(setup.threads),
+            setup.min_run_secs,
+        );
         let name = &s.name;
         let one = events_figure(format!("{name} events/s"), &m.one);
         figures.push(one.clone());
-        figures.push(seeds_figure(format!("{name} seeds/s"), &m.one, seeds));
+        figures.push(seeds_figure(format!("{name} seeds/s"), &m.one));
         figures.push(events_figure(format!("{name} events/s, all cores"), &m.all));
-        figures.push(seeds_figure(
-            format!("{name} seeds/s, all cores"),
-            &m.all,
-            seeds,
-        ));
+        figures.push(seeds_figure(format!("{name} seeds/s, all cores"), &m.all));
         figures.push(scaling_figure(format!("{name} scaling"), &m.one, &m.all));
         figures.push(Figure::ratio(
             format!("{name} events/s vs empty"),
@@ -819,19 +861,14 @@ fn measure_sweeps(
         }
     }
     if !swept.is_empty() {
-        let n = seeds * swept.len() as u64;
         let one = events_figure("simulated events/s".to_owned(), &totals.one);
         figures.push(one.clone());
-        figures.push(seeds_figure("seeds/s".to_owned(), &totals.one, n));
+        figures.push(seeds_figure("seeds/s".to_owned(), &totals.one));
         figures.push(events_figure(
             "simulated events/s, all cores".to_owned(),
             &totals.all,
         ));
-        figures.push(seeds_figure(
-            "seeds/s, all cores".to_owned(),
-            &totals.all,
-            n,
-        ));
+        figures.push(seeds_figure("seeds/s, all cores".to_owned(), &totals.all));
         figures.push(scaling_figure(
             "scaling".to_owned(),
             &totals.one,
@@ -1155,9 +1192,33 @@ mod tests {
         };
         let shared = PoolShared::new(2);
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            std::thread::scope(|scope| Pool::start(scope, &shared, 2, &one).run(10).events)
+            std::thread::scope(|scope| Pool::start(scope, &shared, 2, &one).run(10, 1).events)
         }));
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_short_run_is_repeated_to_last_and_all_cores_do_equal_work() {
+        let slow = |seed: u64| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            seed + 1
+        };
+        let m = measure(&slow, 3, 2, Some(2), 0.02);
+        for r in &m.one {
+            // The warm-up took at least 6 ms: at most 4 rounds of 3 seeds.
+            assert!(
+                r.seeds % 3 == 0 && (3..=12).contains(&r.seeds),
+                "{}",
+                r.seeds
+            );
+            assert_eq!(r.events, r.seeds / 3 * 6);
+        }
+        for (o, a) in m.one.iter().zip(&m.all) {
+            assert_eq!((a.seeds, a.events), (2 * o.seeds, 2 * o.events));
+        }
+        let once = measure(&slow, 3, 1, None, 0.0);
+        assert_eq!((once.one[0].seeds, once.one[0].events), (3, 6));
+        assert!(once.all.is_empty());
     }
 
     #[test]
