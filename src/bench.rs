@@ -206,6 +206,18 @@ impl Rep {
     fn events_per_sec(self) -> f64 {
         self.events as f64 / self.secs
     }
+
+    /// This repetition scaled to one pass over `seeds` seeds (it ran them
+    /// `self.seeds / seeds` times over), so that totals weigh every
+    /// scenario by its `seeds` seeds, however many passes it took.
+    fn one_pass(self, seeds: u64) -> Rep {
+        let passes = (self.seeds as f64 / seeds.max(1) as f64).max(1e-9);
+        Rep {
+            seeds,
+            events: (self.events as f64 / passes).round() as u64,
+            secs: self.secs / passes,
+        }
+    }
 }
 
 /// A swept scenario (or the empty world), measured.
@@ -424,7 +436,10 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, m: &Measured) {
+    /// Adds a measurement of seeds `0..seeds`, one pass of them.
+    fn add(&mut self, m: &Measured, seeds: u64) {
+        let one: Vec<Rep> = m.one.iter().map(|r| r.one_pass(seeds)).collect();
+        let all: Vec<Rep> = m.all.iter().map(|r| r.one_pass(seeds)).collect();
         fn sum_into(acc: &mut Vec<Rep>, reps: &[Rep]) {
             if acc.is_empty() {
                 acc.resize(
@@ -442,11 +457,11 @@ impl Totals {
                 a.secs += r.secs;
             }
         }
-        sum_into(&mut self.one, &m.one);
-        sum_into(&mut self.all, &m.all);
+        sum_into(&mut self.one, &one);
+        sum_into(&mut self.all, &all);
         self.allocated
             .resize(m.allocs.len().max(self.allocated.len()), 0.0);
-        for ((a, per_event), rep) in self.allocated.iter_mut().zip(&m.allocs).zip(&m.one) {
+        for ((a, per_event), rep) in self.allocated.iter_mut().zip(&m.allocs).zip(&one) {
             *a += per_event * rep.events as f64;
         }
     }
@@ -855,9 +870,9 @@ fn measure_sweeps(
             Unit::AllocsPerEvent,
             m.allocs.clone(),
         ));
-        totals.add(&m);
+        totals.add(&m, seeds);
         if s.protocol().name == "broadcast" {
-            broadcast.add(&m);
+            broadcast.add(&m, seeds);
         }
     }
     if !swept.is_empty() {
@@ -1118,9 +1133,10 @@ fn show(v: f64) -> String {
 
 fn print_header(setup: &Setup, swept: usize, explored: usize) {
     outln!(
-        "bench{}: {swept} scenarios swept, {explored} explored; {} seeds x {} repetitions after a warm-up; one core, and all cores = {} threads",
+        "bench{}: {swept} scenarios swept, {explored} explored; {} seeds (run over until a repetition lasts {} s) x {} repetitions after a warm-up; one core, and all cores = {} threads",
         if setup.quick { " --quick" } else { "" },
         setup.seeds,
+        setup.min_run_secs,
         setup.repeat,
         setup.threads
     );
@@ -1219,6 +1235,29 @@ mod tests {
         let once = measure(&slow, 3, 1, None, 0.0);
         assert_eq!((once.one[0].seeds, once.one[0].events), (3, 6));
         assert!(once.all.is_empty());
+    }
+
+    #[test]
+    fn totals_weigh_each_scenario_by_one_pass_of_its_seeds() {
+        let r = Rep {
+            seeds: 600,
+            events: 3000,
+            secs: 0.3,
+        };
+        let one = r.one_pass(200);
+        assert_eq!((one.seeds, one.events), (200, 1000));
+        assert!((one.secs - 0.1).abs() < 1e-12);
+        assert!((one.events_per_sec() - r.events_per_sec()).abs() < 1e-6);
+        let mut totals = Totals::default();
+        let m = |reps: Vec<Rep>| Measured {
+            one: reps.clone(),
+            all: reps,
+            allocs: vec![0.5],
+        };
+        totals.add(&m(vec![r]), 200);
+        totals.add(&m(vec![one]), 200);
+        assert_eq!((totals.one[0].seeds, totals.one[0].events), (400, 2000));
+        assert_eq!(totals.allocs_per_event(), [0.5]);
     }
 
     #[test]
