@@ -12,12 +12,13 @@ use crate::engine::Core;
 use crate::faults::ppm;
 
 /// Naive conflict test, written independently of the lock table's: some
-/// pair of keys names the same lock and is not shared on both sides.
+/// pair of keys names the same lock and is not shared on both sides (the
+/// names compared last, only for pairs that would clash on the same lock).
 pub fn clash(a: &LockRequest, b: &LockRequest) -> bool {
     a.keys().iter().any(|x| {
         b.keys()
             .iter()
-            .any(|y| x.domain == y.domain && x.key == y.key && !(x.shared && y.shared))
+            .any(|y| x.domain == y.domain && !(x.shared && y.shared) && x.key == y.key)
     })
 }
 
@@ -357,6 +358,25 @@ mod tests {
             let got = ranks.request(mask);
             prop_assert_eq!(got.digest(), expected.digest());
             prop_assert_eq!(got, expected);
+        }
+
+        /// The naive test agrees with the lock table's rule
+        /// (`LockRequest::conflicts_with`), and is symmetric: names given
+        /// as separate allocations, so no pointer decides it.
+        #[test]
+        fn clash_is_the_lock_rule(
+            a in prop::collection::vec((0usize..5, 0u8..3, any::<bool>()), 1..5),
+            b in prop::collection::vec((0usize..5, 0u8..3, any::<bool>()), 1..5),
+        ) {
+            let request = |picks: &[(usize, u8, bool)]| {
+                LockRequest::new(picks.iter().map(|&(d, i, shared)| {
+                    ResourceKey::new(Domain::ALL[d], format!("k{i}"), shared)
+                }))
+                .expect("a non-empty request")
+            };
+            let (a, b) = (request(&a), request(&b));
+            prop_assert_eq!(clash(&a, &b), a.conflicts_with(&b));
+            prop_assert_eq!(clash(&a, &b), clash(&b, &a));
         }
     }
 }
