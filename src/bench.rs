@@ -3,18 +3,20 @@
 //!
 //! For every swept scenario (default: every default scenario) the same
 //! seeds run once as a warm-up on one thread and once on all cores, then
-//! `--repeat` times on one thread and as many times on all cores. On all
-//! cores one worker per available core takes the next run not yet taken,
-//! the same seeds running once per worker (equal work per worker, as long
-//! a run as on one thread); the workers stay up from the warm-up to the
-//! last run, as a sweep's do. Figures: events/s and seeds/s on one core
-//! and on all cores, the scaling (all cores / one core), allocations per
-//! event (one core, after the warm-up), and events/s as a multiple of the
-//! *empty world*'s (a protocol with no machines: the engine's ceiling).
-//! Every `*-explore` (or `*-explore-*`) scenario is explored for states/s.
-//! Peak RSS is read after sweeps of N and 10 x N seeds of one scenario, the
-//! way `sweep` runs them, to show that memory stays flat. `cargo xtask bench` adds the madsim workload's
-//! figures (`--madsim-figures`).
+//! `--repeat` times on one thread and as many times on all cores. A timed
+//! run goes over the seeds as many times as it takes to last
+//! [`MIN_RUN_SECS`] (once with `--quick`); on all cores each worker (one
+//! per available core, taking the next run not yet taken) does that much,
+//! so both runs last about as long and do equal work per thread. The
+//! workers stay up from the warm-up to the last run, as a sweep's do.
+//! Figures: events/s and seeds/s on one core and on all cores, the scaling
+//! (all cores / one core), allocations per event (one core, after the
+//! warm-up), and events/s as a multiple of the *empty world*'s (a protocol
+//! with no machines: the engine's ceiling). Every `*-explore` (or
+//! `*-explore-*`) scenario is explored for states/s. Peak RSS is read
+//! after sweeps of N and 10 x N seeds of one scenario, the way `sweep`
+//! runs them, to show that memory stays flat. `cargo xtask bench` adds the
+//! madsim workload's figures (`--madsim-figures`).
 //!
 //! A figure is the median over the repetitions; its spread is (max - min) /
 //! median. A ratio of two figures measured apart (vs empty, vs madsim)
@@ -589,6 +591,18 @@ struct Setup {
 }
 
 impl Setup {
+    /// Measures seeds `0..seeds` as this bench is set up to (see
+    /// [`measure`]).
+    fn measure(&self, run_one: &(dyn Fn(u64) -> u64 + Sync), seeds: u64) -> Measured {
+        measure(
+            run_one,
+            seeds,
+            self.repeat,
+            Some(self.threads),
+            self.min_run_secs,
+        )
+    }
+
     fn of(a: &BenchArgs) -> Result<Setup, Failure> {
         let seeds = a.seeds.unwrap_or(if a.quick { 20 } else { 200 });
         let repeat = a.repeat.unwrap_or(if a.quick { 3 } else { 5 });
@@ -799,13 +813,7 @@ fn measure_empty(setup: &Setup, report: &mut Report) -> Figure {
     setup.say("the empty world");
     let run_one = |seed| empty::run(seed, SWEEP_RUN).events;
     let seeds = setup.seeds * 10;
-    let m = measure(
-        &run_one,
-        seeds,
-        setup.repeat,
-        Some(setup.threads),
-        setup.min_run_secs,
-    );
+    let m = setup.measure(&run_one, seeds);
     let events = events_figure("empty world events/s".to_owned(), &m.one);
     report.figures.push(events.clone());
     report
@@ -846,13 +854,7 @@ fn measure_sweeps(
             };
             run_spec(&spec, SWEEP_RUN).events
         };
-        let m = measure(
-            &run_one,
-            seeds,
-            setup.repeat,
-            Some(setup.threads),
-            setup.min_run_secs,
-        );
+        let m = setup.measure(&run_one, seeds);
         let name = &s.name;
         let one = events_figure(format!("{name} events/s"), &m.one);
         figures.push(one.clone());
