@@ -246,7 +246,7 @@ struct Pool<'a> {
 
 /// What the main thread and the workers of a [`Pool`] share.
 struct PoolShared {
-    /// The next seed to take.
+    /// The next run to take: run `i` is seed `i % seeds`.
     next: AtomicU64,
     /// Seeds of the current run: `0..seeds`, `rounds` times over.
     seeds: AtomicU64,
@@ -277,8 +277,8 @@ impl PoolShared {
         }
     }
 
-    /// A worker: runs the seeds of each run, each taking the next seed not
-    /// yet taken (so they run disjoint shares).
+    /// A worker: for each run of the pool, takes the next seed run not yet
+    /// taken until none is left (workers run disjoint shares).
     fn work(&self, run_one: &(dyn Fn(u64) -> u64 + Sync)) {
         loop {
             self.start.wait();
