@@ -167,7 +167,9 @@ pub fn madsim(root: &Path, args: &[String]) -> ExitCode {
         env.push(("MADSIM_TEST_SEED".into(), String::new()));
     }
     let code = cargo_test(root, "madsim", "madsim", false, &env, &[]);
-    if code != ExitCode::SUCCESS {
+    // 1: a run failed (its seeds are printed); 2: nothing ran (a build or
+    // cargo error, reported as such).
+    if code == ExitCode::from(1) {
         let m = mutant.map(|m| format!(" --mutant {m}")).unwrap_or_default();
         eprintln!(
             "madsim: FAILED; the failing seeds are printed above, each with its replay command (cargo xtask madsim --seed N{m})"
