@@ -747,58 +747,131 @@ impl core::ops::Index<&RequestId> for Entries {
 
 /// Lock identities in use, as small integers (slots) indexing the holdings:
 /// a slot lives while some admitted request names its lock.
+///
+/// Found by name through a hash index (open addressing, linear probing,
+/// at most half full): which slot a lock gets depends only on the order
+/// locks are named and freed, never on a hash value or an address.
 #[derive(Debug, Default)]
 struct Slots {
-    /// Each slot's lock, while in use (a table uses a few: found by a scan).
+    /// Each slot's lock, while in use.
     names: Vec<Option<LockId>>,
+    /// Each named slot's [`name_hash`].
+    hashes: Vec<u64>,
     /// Requests naming each slot's lock.
     refs: Vec<u32>,
     free: Vec<u32>,
+    /// Named slots by hash: a power-of-two table of slots, [`NO_SLOT`]
+    /// where empty (no slot is named before the index has room).
+    index: Vec<u32>,
 }
+
+/// An empty place in [`Slots::index`].
+const NO_SLOT: u32 = u32::MAX;
 
 impl Clone for Slots {
     fn clone(&self) -> Self {
         Slots {
             names: self.names.clone(),
+            hashes: self.hashes.clone(),
             refs: self.refs.clone(),
             free: self.free.clone(),
+            index: self.index.clone(),
         }
     }
 
     fn clone_from(&mut self, source: &Self) {
         self.names.clone_from(&source.names);
+        self.hashes.clone_from(&source.hashes);
         self.refs.clone_from(&source.refs);
         self.free.clone_from(&source.free);
+        self.index.clone_from(&source.index);
     }
 }
 
+/// A hash of a lock's identity `(domain, name bytes)`, for [`Slots::index`]
+/// only (multiply-rotate absorption of 64-bit words).
+fn name_hash(domain: Domain, name: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let absorb = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
+    let bytes = name.as_bytes();
+    let mut h = absorb(domain as u64 + 1, bytes.len() as u64);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = absorb(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let w = tail
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        h = absorb(h, w);
+    }
+    h ^ (h >> 31)
+}
+
 impl Slots {
+    fn named(&self) -> usize {
+        self.names.len() - self.free.len()
+    }
+
+    /// The slot of `key`'s lock, named now if no request names it yet.
     fn intern(&mut self, key: &ResourceKey) -> u32 {
-        let found = self.names.iter().position(|n| {
-            n.as_ref().is_some_and(|n| {
-                n.domain == key.domain && (Arc::ptr_eq(&n.key, &key.key) || n.key == key.key)
-            })
-        });
-        let slot = match found {
-            Some(slot) => slot as u32,
+        if (self.named() + 1) * 2 > self.index.len() {
+            self.grow();
+        }
+        let hash = name_hash(key.domain, &key.key);
+        let mask = self.index.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.index[i];
+            if slot == NO_SLOT {
+                break;
+            }
+            if self.hashes[slot as usize] == hash
+                && self.names[slot as usize].as_ref().is_some_and(|n| {
+                    n.domain == key.domain && (Arc::ptr_eq(&n.key, &key.key) || n.key == key.key)
+                })
+            {
+                self.refs[slot as usize] += 1;
+                return slot;
+            }
+            i = (i + 1) & mask;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
             None => {
-                let slot = match self.free.pop() {
-                    Some(slot) => slot,
-                    None => {
-                        self.refs.push(0);
-                        self.names.push(None);
-                        (self.refs.len() - 1) as u32
-                    }
-                };
-                self.names[slot as usize] = Some(LockId {
-                    domain: key.domain,
-                    key: key.key.clone(),
-                });
-                slot
+                self.refs.push(0);
+                self.hashes.push(0);
+                self.names.push(None);
+                (self.refs.len() - 1) as u32
             }
         };
-        self.refs[slot as usize] += 1;
+        self.names[slot as usize] = Some(LockId {
+            domain: key.domain,
+            key: key.key.clone(),
+        });
+        self.hashes[slot as usize] = hash;
+        self.refs[slot as usize] = 1;
+        self.index[i] = slot;
         slot
+    }
+
+    /// Doubles the index (16 places at first) and re-places every named slot.
+    fn grow(&mut self) {
+        let len = (self.index.len() * 2).max(16);
+        self.index.clear();
+        self.index.resize(len, NO_SLOT);
+        let mask = len - 1;
+        for (slot, name) in self.names.iter().enumerate() {
+            if name.is_some() {
+                let mut i = self.hashes[slot] as usize & mask;
+                while self.index[i] != NO_SLOT {
+                    i = (i + 1) & mask;
+                }
+                self.index[i] = slot as u32;
+            }
+        }
     }
 
     fn unref(&mut self, slot: u32) {
@@ -807,7 +880,38 @@ impl Slots {
         if *refs == 0 {
             self.names[slot as usize] = None;
             self.free.push(slot);
+            self.unindex(slot);
         }
+    }
+
+    /// Takes `slot` out of the index, shifting back the entries after it
+    /// that could not sit in their home place (no tombstones).
+    fn unindex(&mut self, slot: u32) {
+        let mask = self.index.len() - 1;
+        let mut hole = self.hashes[slot as usize] as usize & mask;
+        while self.index[hole] != slot {
+            hole = (hole + 1) & mask;
+        }
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let t = self.index[j];
+            if t == NO_SLOT {
+                break;
+            }
+            let home = self.hashes[t as usize] as usize & mask;
+            // `t` stays if its home is cyclically within (hole, j].
+            let stays = if hole < j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.index[hole] = t;
+                hole = j;
+            }
+        }
+        self.index[hole] = NO_SLOT;
     }
 }
 
@@ -846,12 +950,71 @@ pub struct LockTable {
     entries: Entries,
     /// Waiting requests in arrival order (ids increase with arrival).
     waiting: Vec<RequestId>,
+    /// The modes of each waiting request, in the same order.
+    waiting_modes: Vec<Modes>,
     slots: Slots,
     /// Holders per slot.
     holdings: Vec<Holding>,
+    /// The slots held shared and exclusive (from the holdings).
+    held: Modes,
+    /// Up to how many slots [`Modes`] are exact.
+    mask_slots: MaskSlots,
     events: VecDeque<LockEvent>,
     cov: Coverage,
     scratch: Scratch,
+}
+
+/// A request's locks, or the union of several requests' locks, as two sets
+/// of slots: one bit per slot modulo 128, so the sets are exact while a
+/// table has named at most 128 slots ([`LockTable::exact`]). Conflict tests
+/// are then two ANDs instead of a walk over slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Modes {
+    shared: u128,
+    exclusive: u128,
+}
+
+impl Modes {
+    fn bit(slot: u32) -> u128 {
+        1 << (slot % 128)
+    }
+
+    fn add(&mut self, slot: u32, shared: bool) {
+        if shared {
+            self.shared |= Modes::bit(slot);
+        } else {
+            self.exclusive |= Modes::bit(slot);
+        }
+    }
+
+    fn union(&mut self, other: Modes) {
+        self.shared |= other.shared;
+        self.exclusive |= other.exclusive;
+    }
+
+    /// Whether locks in these modes conflict, under `rule`, with locks in
+    /// `other`'s (exact only if both sets are).
+    fn conflicts(self, other: Modes, rule: ConflictRule) -> bool {
+        match rule {
+            ConflictRule::Correct => {
+                (self.exclusive & (other.shared | other.exclusive))
+                    | (self.shared & other.exclusive)
+                    != 0
+            }
+            ConflictRule::SharedInIdentity => self.exclusive & other.exclusive != 0,
+        }
+    }
+}
+
+/// The most slots a table names while its [`Modes`] are exact: 128 (a test
+/// lowers it to reach the walks that serve wider tables).
+#[derive(Clone, Copy, Debug)]
+struct MaskSlots(usize);
+
+impl Default for MaskSlots {
+    fn default() -> Self {
+        MaskSlots(128)
+    }
 }
 
 impl Clone for LockTable {
@@ -861,8 +1024,11 @@ impl Clone for LockTable {
             next_request: self.next_request,
             entries: self.entries.clone(),
             waiting: self.waiting.clone(),
+            waiting_modes: self.waiting_modes.clone(),
             slots: self.slots.clone(),
             holdings: self.holdings.clone(),
+            held: self.held,
+            mask_slots: self.mask_slots,
             events: self.events.clone(),
             cov: self.cov,
             scratch: Scratch::default(),
@@ -875,8 +1041,11 @@ impl Clone for LockTable {
         self.next_request = source.next_request;
         self.entries.clone_from(&source.entries);
         self.waiting.clone_from(&source.waiting);
+        self.waiting_modes.clone_from(&source.waiting_modes);
         self.slots.clone_from(&source.slots);
         self.holdings.clone_from(&source.holdings);
+        self.held = source.held;
+        self.mask_slots = source.mask_slots;
         if source.events.is_empty() {
             // The usual case between steps: nothing left to drain.
             self.events.clear();
@@ -962,10 +1131,18 @@ impl LockTable {
         RequestId(self.next_request)
     }
 
-    /// Admits `request` as a waiting entry: interns its locks.
-    fn admit(&mut self, id: RequestId, owner: OwnerId, request: LockRequest) {
+    /// Whether [`Modes`] are exact: the table has named at most
+    /// [`MaskSlots`] slots (ever: slots are reused, never dropped).
+    fn exact(&self) -> bool {
+        self.slots.names.len() <= self.mask_slots.0
+    }
+
+    /// Admits `request` as a waiting entry: interns its locks. Returns
+    /// their modes.
+    fn admit(&mut self, id: RequestId, owner: OwnerId, request: LockRequest) -> Modes {
         let mut locks = std::mem::take(&mut self.scratch.locks);
         locks.clear();
+        let mut modes = Modes::default();
         for k in request.locks() {
             let slot = self.slots.intern(k);
             if slot as usize >= self.holdings.len() {
@@ -973,6 +1150,7 @@ impl LockTable {
                     .resize_with(slot as usize + 1, Holding::default);
             }
             locks.push((slot, k.shared));
+            modes.add(slot, k.shared);
         }
         locks.sort_unstable();
         self.entries.insert(
@@ -986,6 +1164,7 @@ impl LockTable {
             &locks,
         );
         self.scratch.locks = locks;
+        modes
     }
 
     /// Forgets an entry (its keys must not be held): frees its slots.
@@ -1001,9 +1180,9 @@ impl LockTable {
     /// earlier waiter; the grant is reported by [`LockTable::poll_event`].
     pub fn acquire(&mut self, owner: OwnerId, request: LockRequest) -> RequestId {
         let id = self.allocate();
-        self.admit(id, owner, request);
+        let modes = self.admit(id, owner, request);
         // Admitting a waiter never unblocks anyone else: only it can be granted.
-        let blocker = self.blocker(id);
+        let blocker = self.blocker(id, modes);
         self.hit(match blocker {
             None => Tr::AcquireHeld,
             Some(Blocker::Holder(_)) => Tr::AcquireWaitsHolder,
@@ -1013,6 +1192,7 @@ impl LockTable {
             self.grant(id);
         } else {
             self.waiting.push(id);
+            self.waiting_modes.push(modes);
         }
         id
     }
@@ -1031,8 +1211,8 @@ impl LockTable {
         // Admitted under the next id to be examined like any request; taken
         // back (and the id not spent) if something is in the way.
         let id = RequestId(self.next_request + 1);
-        self.admit(id, owner, request);
-        if let Some(blocker) = self.blocker(id) {
+        let modes = self.admit(id, owner, request);
+        if let Some(blocker) = self.blocker(id, modes) {
             self.forget(id);
             self.hit(match blocker {
                 Blocker::Holder(_) => Tr::TryRefusedHolder,
@@ -1072,6 +1252,7 @@ impl LockTable {
         debug_assert!(i.is_ok(), "unqueueing a request that is not waiting");
         if let Ok(i) = i {
             self.waiting.remove(i);
+            self.waiting_modes.remove(i);
         }
     }
 
@@ -1176,16 +1357,35 @@ impl LockTable {
     }
 
     /// The first holder, then the first waiter admitted before it, that the
-    /// admitted (not yet queued or held) request `id` conflicts with.
-    fn blocker(&self, id: RequestId) -> Option<Blocker> {
+    /// admitted (not yet queued or held) request `id`, whose locks are in
+    /// `modes`, conflicts with.
+    fn blocker(&self, id: RequestId, modes: Modes) -> Option<Blocker> {
+        let rule = self.rule();
+        let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
+        if self.exact() {
+            // The sets answer whether; a walk over the locks names whom.
+            if modes.conflicts(self.held, rule) {
+                let locks = self.entries.locks(&id);
+                return self.conflicting_holder(locks).map(Blocker::Holder);
+            }
+            if ignore_waiters {
+                return None;
+            }
+            return self
+                .waiting
+                .iter()
+                .zip(&self.waiting_modes)
+                .take_while(|(w, _)| **w < id)
+                .find(|(_, m)| modes.conflicts(**m, rule))
+                .map(|(w, _)| Blocker::Waiter(*w));
+        }
         let locks = self.entries.locks(&id);
         if let Some(h) = self.conflicting_holder(locks) {
             return Some(Blocker::Holder(h));
         }
-        if self.flaw == Some(LockFlaw::IgnoreEarlierWaiters) {
+        if ignore_waiters {
             return None;
         }
-        let rule = self.rule();
         self.waiting
             .iter()
             .take_while(|w| **w < id)
@@ -1219,6 +1419,10 @@ impl LockTable {
         if self.flaw == Some(LockFlaw::LostWakeup) {
             return;
         }
+        if self.exact() {
+            self.wake_exact();
+            return;
+        }
         let rule = self.rule();
         let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
         let mut claims = std::mem::take(&mut self.scratch.claims);
@@ -1235,7 +1439,8 @@ impl LockTable {
                 .eq(self.waiting.iter().copied()),
             "the waiting queue is the waiting entries in id order"
         );
-        let mut kept = 0;
+        // `k` counts the waiters walked, `kept` those that stay.
+        let (mut k, mut kept) = (0, 0);
         for i in 0..self.entries.list.len() {
             let Admitted(id, e) = &self.entries.list[i];
             if e.state != RequestState::Waiting {
@@ -1267,13 +1472,16 @@ impl LockTable {
                     self.hit(Tr::StaysBehindWaiter);
                 }
                 self.waiting[kept] = id;
+                self.waiting_modes[kept] = self.waiting_modes[k];
                 kept += 1;
             } else {
                 self.hit(Tr::WaitingHeld);
                 self.grant_at(i);
             }
+            k += 1;
         }
         self.waiting.truncate(kept);
+        self.waiting_modes.truncate(kept);
         // Claims back to zero: only the slots of the waiters kept were set.
         for Admitted(_, e) in &self.entries.list {
             if e.state == RequestState::Waiting {
@@ -1283,6 +1491,34 @@ impl LockTable {
             }
         }
         self.scratch.claims = claims;
+    }
+
+    /// [`LockTable::wake`] with exact [`Modes`]: the modes claimed by the
+    /// waiters that stay are one union, the holders' are [`LockTable::held`].
+    fn wake_exact(&mut self) {
+        let rule = self.rule();
+        let ignore_waiters = self.flaw == Some(LockFlaw::IgnoreEarlierWaiters);
+        let mut claimed = Modes::default();
+        let mut kept = 0;
+        for k in 0..self.waiting.len() {
+            let (id, modes) = (self.waiting[k], self.waiting_modes[k]);
+            let behind_holder = modes.conflicts(self.held, rule);
+            let behind_waiter = !ignore_waiters && modes.conflicts(claimed, rule);
+            if behind_holder || behind_waiter {
+                claimed.union(modes);
+                if !behind_holder {
+                    self.hit(Tr::StaysBehindWaiter);
+                }
+                self.waiting[kept] = id;
+                self.waiting_modes[kept] = modes;
+                kept += 1;
+            } else {
+                self.hit(Tr::WaitingHeld);
+                self.grant(id);
+            }
+        }
+        self.waiting.truncate(kept);
+        self.waiting_modes.truncate(kept);
     }
 
     fn grant(&mut self, id: RequestId) {
@@ -1312,6 +1548,7 @@ impl LockTable {
         entry.state = RequestState::Held;
         let (owner, span) = (entry.owner, entry.span);
         for &(slot, shared) in self.entries.span(span) {
+            self.held.add(slot, shared);
             let h = &mut self.holdings[slot as usize];
             if shared {
                 if let Err(i) = h.shared.binary_search(&id) {
@@ -1332,14 +1569,38 @@ impl LockTable {
         owner
     }
 
+    /// Asserts that what is derived from the held requests (holdings and
+    /// their [`Modes`]) matches them.
+    #[cfg(test)]
+    fn check_derived(&self) {
+        let mut held = Modes::default();
+        for (id, e) in self.entries.iter() {
+            if e.state == RequestState::Held {
+                for &(slot, shared) in self.entries.locks_of(e) {
+                    held.add(slot, shared);
+                    let h = &self.holdings[slot as usize];
+                    assert!(h.exclusive == Some(*id) || h.shared.contains(id));
+                }
+            }
+        }
+        if self.exact() && self.flaw.is_none() {
+            assert_eq!(held, self.held, "held modes are the held requests'");
+        }
+        assert_eq!(self.waiting.len(), self.waiting_modes.len());
+    }
+
     fn drop_keys(&mut self, id: RequestId) {
         for &(slot, _) in self.entries.locks(&id) {
             let h = &mut self.holdings[slot as usize];
             if h.exclusive == Some(id) {
                 h.exclusive = None;
+                self.held.exclusive &= !Modes::bit(slot);
             }
             if let Ok(i) = h.shared.binary_search(&id) {
                 h.shared.remove(i);
+                if h.shared.is_empty() {
+                    self.held.shared &= !Modes::bit(slot);
+                }
             }
         }
     }
@@ -1853,9 +2114,12 @@ mod model {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
         fn table_agrees_with_naive_model_on_every_grant(ops in prop::collection::vec(op(), 1..60)) {
-            let mut t = LockTable::new();
+            // Exact slot sets, and the walks that serve tables too wide for
+            // them (every slot past the second).
+            for mask_slots in [MaskSlots::default(), MaskSlots(2)] {
+            let mut t = LockTable { mask_slots, ..LockTable::new() };
             let mut m = Naive::default();
-            for op in ops {
+            for op in ops.clone() {
                 match op {
                     Op::Acquire(o, keys) => {
                         let id = t.acquire(OwnerId(o), LockRequest::new(keys.clone()).unwrap());
@@ -1906,6 +2170,56 @@ mod model {
                 }
                 prop_assert_eq!(t.held_len(), m.held.len());
                 prop_assert_eq!(t.waiting_len(), m.waiting.len());
+                t.check_derived();
+            }
+            }
+        }
+
+        /// Slots found through the hash index are the ones a scan over the
+        /// names finds, and new locks take the same free slots: interning
+        /// is a function of the order of names and frees only.
+        #[test]
+        fn slot_index_agrees_with_a_scan(
+            ops in prop::collection::vec((any::<bool>(), 0usize..5, 0u8..40), 1..300),
+        ) {
+            let mut slots = Slots::default();
+            // The reference: names by slot, found by scanning.
+            let mut names: Vec<Option<(Domain, String)>> = Vec::new();
+            let mut refs: Vec<u32> = Vec::new();
+            let mut free: Vec<u32> = Vec::new();
+            for (add, d, k) in ops {
+                let domain = Domain::ALL[d];
+                let name = format!("k{k}");
+                if add {
+                    let expect = match names.iter().position(|n| n.as_ref() == Some(&(domain, name.clone()))) {
+                        Some(i) => i as u32,
+                        None => {
+                            let slot = free.pop().unwrap_or_else(|| {
+                                names.push(None);
+                                refs.push(0);
+                                (names.len() - 1) as u32
+                            });
+                            names[slot as usize] = Some((domain, name.clone()));
+                            slot
+                        }
+                    };
+                    refs[expect as usize] += 1;
+                    // A fresh allocation of the name: found by its bytes.
+                    let got = slots.intern(&ResourceKey::new(domain, name.as_str(), true));
+                    prop_assert_eq!(got, expect);
+                } else if let Some(slot) = refs.iter().position(|r| *r > 0) {
+                    let slot = (slot + usize::from(k)) % refs.len();
+                    if refs[slot] == 0 { continue; }
+                    refs[slot] -= 1;
+                    if refs[slot] == 0 {
+                        names[slot] = None;
+                        free.push(slot as u32);
+                    }
+                    slots.unref(slot as u32);
+                }
+                prop_assert!(slots.named() * 2 <= slots.index.len());
+                let indexed = slots.index.iter().filter(|s| **s != NO_SLOT).count();
+                prop_assert_eq!(indexed, slots.named());
             }
         }
     }
