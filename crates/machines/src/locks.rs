@@ -713,16 +713,15 @@ impl Entries {
         self.list.insert(i, Admitted(id, entry));
     }
 
-    /// Removes a request and its locks.
-    fn remove(&mut self, id: &RequestId) -> Option<Entry> {
-        let i = self.position(*id).ok()?;
+    /// Removes the `i`-th request and its locks.
+    fn remove_at(&mut self, i: usize) -> Entry {
         let Admitted(_, entry) = self.list.remove(i);
         let (start, len) = entry.span;
         self.locks.drain(start as usize..(start + len) as usize);
         for Admitted(_, e) in &mut self.list[i..] {
             e.span.0 -= len;
         }
-        Some(entry)
+        entry
     }
 
     fn iter(&self) -> impl Iterator<Item = (&RequestId, &Entry)> + '_ {
@@ -1169,10 +1168,19 @@ impl LockTable {
 
     /// Forgets an entry (its keys must not be held): frees its slots.
     fn forget(&mut self, id: RequestId) {
-        for &(slot, _) in self.entries.locks(&id) {
+        let i = self
+            .entries
+            .position(id)
+            .expect("forgetting a known request");
+        self.forget_at(i);
+    }
+
+    /// [`LockTable::forget`] of the `i`-th entry.
+    fn forget_at(&mut self, i: usize) {
+        for &(slot, _) in self.entries.span(self.entries.list[i].1.span) {
             self.slots.unref(slot);
         }
-        self.entries.remove(&id);
+        self.entries.remove_at(i);
     }
 
     /// Blocking acquire: admits the request and queues it. It is granted, now
@@ -1234,12 +1242,14 @@ impl LockTable {
     /// [`LockError::UnknownRequest`], or [`LockError::NotWaiting`] if it is
     /// already held.
     pub fn cancel(&mut self, id: RequestId) -> Result<(), LockError> {
-        match self.entries.get(&id).map(|e| e.state) {
-            None => Err(LockError::UnknownRequest(id)),
-            Some(RequestState::Held) => Err(LockError::NotWaiting(id)),
-            Some(RequestState::Waiting) => {
+        let Ok(i) = self.entries.position(id) else {
+            return Err(LockError::UnknownRequest(id));
+        };
+        match self.entries.list[i].1.state {
+            RequestState::Held => Err(LockError::NotWaiting(id)),
+            RequestState::Waiting => {
                 self.unqueue(id);
-                self.forget(id);
+                self.forget_at(i);
                 self.hit(Tr::WaitingCancelled);
                 self.wake();
                 Ok(())
@@ -1262,12 +1272,14 @@ impl LockTable {
     /// [`LockError::UnknownRequest`], or [`LockError::NotHeld`] if it is still
     /// waiting.
     pub fn release(&mut self, id: RequestId) -> Result<(), LockError> {
-        match self.entries.get(&id).map(|e| e.state) {
-            None => Err(LockError::UnknownRequest(id)),
-            Some(RequestState::Waiting) => Err(LockError::NotHeld(id)),
-            Some(RequestState::Held) => {
-                self.drop_keys(id);
-                self.forget(id);
+        let Ok(i) = self.entries.position(id) else {
+            return Err(LockError::UnknownRequest(id));
+        };
+        match self.entries.list[i].1.state {
+            RequestState::Waiting => Err(LockError::NotHeld(id)),
+            RequestState::Held => {
+                self.drop_keys_at(i);
+                self.forget_at(i);
                 self.hit(Tr::HeldReleased);
                 self.wake();
                 Ok(())
@@ -1590,7 +1602,18 @@ impl LockTable {
     }
 
     fn drop_keys(&mut self, id: RequestId) {
-        for &(slot, _) in self.entries.locks(&id) {
+        let i = self
+            .entries
+            .position(id)
+            .expect("releasing a known request");
+        self.drop_keys_at(i);
+    }
+
+    /// [`LockTable::drop_keys`] of the `i`-th entry.
+    fn drop_keys_at(&mut self, i: usize) {
+        let Admitted(id, e) = &self.entries.list[i];
+        let id = *id;
+        for &(slot, _) in self.entries.span(e.span) {
             let h = &mut self.holdings[slot as usize];
             if h.exclusive == Some(id) {
                 h.exclusive = None;
