@@ -651,7 +651,7 @@ impl Clone for Admitted {
 struct Entries {
     list: Vec<Admitted>,
     /// Each entry's locks, in entry order: one `(slot, shared)` per distinct
-    /// lock of the request, sorted by slot (the request's locks as indices
+    /// lock of the request, in lock order (the request's locks as indices
     /// into the table's holdings).
     locks: Vec<(u32, bool)>,
 }
@@ -1151,7 +1151,6 @@ impl LockTable {
             locks.push((slot, k.shared));
             modes.add(slot, k.shared);
         }
-        locks.sort_unstable();
         self.entries.insert(
             id,
             Entry {
@@ -1210,7 +1209,9 @@ impl LockTable {
     /// only (no event).
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] naming the first holder or waiter in the way.
+    /// [`LockError::WouldBlock`] naming what is in the way: a holder of the
+    /// request's first conflicting lock in lock order (a holding of it
+    /// exclusive before a shared one), else the earliest conflicting waiter.
     pub fn try_acquire(
         &mut self,
         owner: OwnerId,
@@ -1368,7 +1369,8 @@ impl LockTable {
         self.entries.is_empty()
     }
 
-    /// The first holder, then the first waiter admitted before it, that the
+    /// A holder of the first lock, in lock order, that conflicts, else the
+    /// first waiter admitted before it that conflicts, with the
     /// admitted (not yet queued or held) request `id`, whose locks are in
     /// `modes`, conflicts with.
     fn blocker(&self, id: RequestId, modes: Modes) -> Option<Blocker> {
@@ -1629,24 +1631,13 @@ impl LockTable {
     }
 }
 
-/// Whether two requests' slot lists (sorted by slot) share a lock in
-/// conflicting modes.
+/// Whether two requests' slot lists share a lock in conflicting modes
+/// (every pair: a request names a handful of locks).
 fn slots_conflict(a: &[(u32, bool)], b: &[(u32, bool)], rule: ConflictRule) -> bool {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            core::cmp::Ordering::Less => i += 1,
-            core::cmp::Ordering::Greater => j += 1,
-            core::cmp::Ordering::Equal => {
-                if rule.modes_conflict(a[i].1, b[j].1) {
-                    return true;
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    false
+    a.iter().any(|&(x, xs)| {
+        b.iter()
+            .any(|&(y, ys)| x == y && rule.modes_conflict(xs, ys))
+    })
 }
 
 /// What [`LockTable::release_owner`] did.
@@ -1928,6 +1919,28 @@ mod tests {
         );
         assert_eq!(t, before);
         assert_eq!(grants(&mut t), []);
+    }
+
+    #[test]
+    fn blocking_holder_is_that_of_the_first_conflicting_lock_in_lock_order() {
+        // `b` is named (and given a slot) before `a`: the answer follows the
+        // request's lock order, not the table's slots, on both paths.
+        for mask_slots in [MaskSlots::default(), MaskSlots(0)] {
+            let mut t = LockTable {
+                mask_slots,
+                ..LockTable::new()
+            };
+            let hb = t.acquire(A, req(&[x("b")]));
+            let ha = t.acquire(B, req(&[x("a")]));
+            assert_eq!(
+                t.try_acquire(C, req(&[x("b"), x("a")])),
+                Err(LockError::WouldBlock(Blocker::Holder(ha)))
+            );
+            assert_eq!(
+                t.try_acquire(C, req(&[x("b"), r("c")])),
+                Err(LockError::WouldBlock(Blocker::Holder(hb)))
+            );
+        }
     }
 
     #[test]
