@@ -671,6 +671,11 @@ impl Clone for Entries {
 }
 
 impl Entries {
+    /// Where a known request is in the list.
+    fn at(&self, id: RequestId) -> usize {
+        self.position(id).expect("a known request")
+    }
+
     fn position(&self, id: RequestId) -> Result<usize, usize> {
         // Ids increase with arrival: the newest are last.
         match self.list.last() {
@@ -1167,11 +1172,7 @@ impl LockTable {
 
     /// Forgets an entry (its keys must not be held): frees its slots.
     fn forget(&mut self, id: RequestId) {
-        let i = self
-            .entries
-            .position(id)
-            .expect("forgetting a known request");
-        self.forget_at(i);
+        self.forget_at(self.entries.at(id));
     }
 
     /// [`LockTable::forget`] of the `i`-th entry.
@@ -1536,8 +1537,7 @@ impl LockTable {
     }
 
     fn grant(&mut self, id: RequestId) {
-        let i = self.entries.position(id).expect("granting a known request");
-        self.grant_at(i);
+        self.grant_at(self.entries.at(id));
     }
 
     /// Grants the `i`-th entry and reports it.
@@ -1550,8 +1550,7 @@ impl LockTable {
     /// Marks a waiting request held and records it as a holder of its locks;
     /// returns its owner.
     fn take_keys(&mut self, id: RequestId) -> OwnerId {
-        let i = self.entries.position(id).expect("granting a known request");
-        self.take_keys_at(i)
+        self.take_keys_at(self.entries.at(id))
     }
 
     /// [`LockTable::take_keys`] of the `i`-th entry.
@@ -1604,11 +1603,7 @@ impl LockTable {
     }
 
     fn drop_keys(&mut self, id: RequestId) {
-        let i = self
-            .entries
-            .position(id)
-            .expect("releasing a known request");
-        self.drop_keys_at(i);
+        self.drop_keys_at(self.entries.at(id));
     }
 
     /// [`LockTable::drop_keys`] of the `i`-th entry.
