@@ -89,6 +89,16 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.entries.clear();
     }
 
+    /// The entries in key order, as a slice (to index into).
+    pub fn as_slice(&self) -> &[(K, V)] {
+        &self.entries
+    }
+
+    /// The entries in key order, values to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
     /// The entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))

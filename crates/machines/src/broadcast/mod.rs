@@ -1156,15 +1156,18 @@ impl Broadcaster {
 
     /// Appends to every target still idle.
     fn append_idle(&mut self, id: BroadcastId) {
-        let idle: Vec<ChannelId> = self.tasks[&id]
-            .channels
-            .iter()
-            .filter(|(_, p)| **p == ChannelProgress::Idle)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in idle {
-            self.hit(Tr::AppendStart);
-            self.send_append(id, c, 1);
+        let task = self.tasks.get_mut(&id).expect("known task");
+        for (&channel, progress) in task.channels.iter_mut() {
+            if *progress == ChannelProgress::Idle {
+                self.cov.hit(Tr::AppendStart as usize);
+                *progress = ChannelProgress::Appending { attempt: 1 };
+                self.outputs.push_back(Output::Append {
+                    id,
+                    channel,
+                    message: task.record.message.clone(),
+                    attempt: 1,
+                });
+            }
         }
     }
 

@@ -21,9 +21,9 @@ use crate::vecmap::VecMap;
 pub(super) struct CallbackQueue {
     entries: VecMap<(TimeTick, BroadcastId), LockRequest>,
     tick_of: VecMap<BroadcastId, TimeTick>,
-    /// `schedule_callbacks`' buffers: the keys that block later tasks, the
-    /// tasks to start.
-    blockers: Scratch<Vec<LockRequest>>,
+    /// `schedule_callbacks`' buffers: the entries (by position) whose keys
+    /// block later tasks, the tasks to start.
+    blockers: Scratch<Vec<usize>>,
     start: Scratch<Vec<BroadcastId>>,
 }
 
@@ -50,19 +50,25 @@ impl Broadcaster {
     pub(super) fn schedule_callbacks(&mut self) {
         let overtake = self.cfg.flaw == Some(BroadcastFlaw::CallbackOvertake);
         let before_acks = self.cfg.flaw == Some(BroadcastFlaw::CallbackBeforeAllAcks);
+        // The entries whose keys block later tasks, by position: no clone of
+        // their keys.
         let mut blockers = self.queue.blockers.take();
         let mut start = self.queue.start.take();
         let mut held_back = false;
-        for ((_, id), keys) in self.queue.entries.iter() {
+        let entries = self.queue.entries.as_slice();
+        for (i, ((_, id), keys)) in entries.iter().enumerate() {
             let task = &self.tasks[id];
-            let blocked = blockers.iter().any(|b| b.conflicts_with(keys));
-            let ready = before_acks || task.acks_complete_and_durable();
-            if task.callback == CallbackProgress::Queued && ready && !blocked {
-                start.push(*id);
-                blockers.push(keys.clone());
-                continue;
-            }
-            if task.callback == CallbackProgress::Queued && ready && blocked {
+            if task.callback == CallbackProgress::Queued
+                && (before_acks || task.acks_complete_and_durable())
+            {
+                if !blockers
+                    .iter()
+                    .any(|&b: &usize| entries[b].1.conflicts_with(keys))
+                {
+                    start.push(*id);
+                    blockers.push(i);
+                    continue;
+                }
                 held_back = true;
             }
             let in_progress = matches!(
@@ -70,7 +76,7 @@ impl Broadcaster {
                 CallbackProgress::Running { .. } | CallbackProgress::Backoff { .. }
             );
             if !overtake || in_progress {
-                blockers.push(keys.clone());
+                blockers.push(i);
             }
         }
         blockers.clear();
