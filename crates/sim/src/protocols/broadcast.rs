@@ -1816,28 +1816,22 @@ impl BroadcastWorld {
     fn cluster_liveness(&self, c: Cl) -> Option<(&'static str, String)> {
         let cl = &self.clusters[c as usize];
         let source = &self.clusters[A as usize];
-        // The targets of each id's first copy on A's control channel, by id
-        // (stable: the first copy of each id stays first, and is kept).
-        let mut targets_of: Vec<(BroadcastId, &BTreeSet<ChannelId>)> = source.logs[0]
-            .iter()
-            .map(|e| (e.id, &*e.message.targets))
-            .collect();
-        targets_of.sort_by_key(|&(id, _)| id);
-        targets_of.dedup_by_key(|&mut (id, _)| id);
-        let expected: &mut dyn Iterator<Item = BroadcastId> = if c == A {
-            &mut cl.persisted.iter().copied()
+        let on_control: VecSet<BroadcastId>;
+        let expected = if c == A {
+            &cl.persisted
         } else {
-            &mut targets_of.iter().map(|&(id, _)| id)
+            on_control = source.logs[0].iter().map(|e| e.id).collect();
+            &on_control
         };
-        for id in expected {
-            let done = cl.catalog.graveyard.contains(id)
+        for id in expected.iter() {
+            let done = cl.catalog.graveyard.contains(*id)
                 || cl
                     .catalog
                     .tasks
-                    .get(&id)
+                    .get(id)
                     .is_some_and(|r| r.state == TaskState::Tombstone);
             if !done {
-                let state = cl.catalog.tasks.get(&id).map(|r| format!("{:?}", r.state));
+                let state = cl.catalog.tasks.get(id).map(|r| format!("{:?}", r.state));
                 return Some((
                     EVENTUALLY_DONE,
                     format!(
@@ -1847,7 +1841,7 @@ impl BroadcastWorld {
                     ),
                 ));
             }
-            match cl.store.applied.get(&id) {
+            match cl.store.applied.get(id) {
                 Some((1, _, _)) => {}
                 Some((n, _, _)) => {
                     return Some((
@@ -1867,25 +1861,30 @@ impl BroadcastWorld {
             }
         }
         // Delivery: every completed broadcast is on each of its targets. One
-        // pass over the logs: which ids are on which channel, sorted.
-        let mut on_channel: Vec<(BroadcastId, u32)> = cl
+        // pass over each log: the targets of each id's first copy on the
+        // control channel, and the ids on each channel.
+        let mut targets_of: Vec<(BroadcastId, &BTreeSet<ChannelId>)> = source.logs[0]
+            .iter()
+            .map(|e| (e.id, &*e.message.targets))
+            .collect();
+        // Stable: the first copy of each id stays first, and is kept.
+        targets_of.sort_by_key(|&(id, _)| id);
+        targets_of.dedup_by_key(|&mut (id, _)| id);
+        let on_channel: Vec<Vec<BroadcastId>> = cl
             .logs
             .iter()
-            .enumerate()
-            .flat_map(|(ch, log)| log.iter().map(move |e| (e.id, ch as u32)))
+            .map(|log| {
+                let mut ids: Vec<BroadcastId> = log.iter().map(|e| e.id).collect();
+                ids.sort_unstable();
+                ids
+            })
             .collect();
-        on_channel.sort_unstable();
-        let expected: &mut dyn Iterator<Item = BroadcastId> = if c == A {
-            &mut cl.persisted.iter().copied()
-        } else {
-            &mut targets_of.iter().map(|&(id, _)| id)
-        };
-        for id in expected {
-            let Ok(i) = targets_of.binary_search_by_key(&id, |&(id, _)| id) else {
+        for id in expected.iter() {
+            let Ok(i) = targets_of.binary_search_by_key(id, |&(id, _)| id) else {
                 continue;
             };
             for t in targets_of[i].1.iter() {
-                if on_channel.binary_search(&(id, t.0)).is_err() {
+                if on_channel[t.0 as usize].binary_search(id).is_err() {
                     return Some((
                         ALL_DELIVERED,
                         format!("{id} completed but {}/{t} never got it", cl_name(c)),
