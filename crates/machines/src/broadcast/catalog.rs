@@ -118,14 +118,30 @@ impl CatalogState {
             CatalogOp::PutTask(r) => {
                 self.tasks.insert(r.id, r.clone());
             }
-            CatalogOp::DeleteTask(id) => {
-                self.tasks.remove(id);
-                self.graveyard.insert(*id);
-            }
-            CatalogOp::ReserveIds(limit) => {
-                self.id_limit = self.id_limit.max(*limit);
-            }
+            CatalogOp::DeleteTask(id) => self.delete(*id),
+            CatalogOp::ReserveIds(limit) => self.reserve(*limit),
         }
+    }
+
+    /// Applies one write, keeping its record instead of a copy (as
+    /// [`CatalogState::apply`] otherwise).
+    pub fn apply_owned(&mut self, op: CatalogOp) {
+        match op {
+            CatalogOp::PutTask(r) => {
+                self.tasks.insert(r.id, r);
+            }
+            CatalogOp::DeleteTask(id) => self.delete(id),
+            CatalogOp::ReserveIds(limit) => self.reserve(limit),
+        }
+    }
+
+    fn delete(&mut self, id: BroadcastId) {
+        self.tasks.remove(&id);
+        self.graveyard.insert(id);
+    }
+
+    fn reserve(&mut self, limit: u64) {
+        self.id_limit = self.id_limit.max(limit);
     }
 }
 

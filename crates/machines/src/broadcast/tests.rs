@@ -922,3 +922,41 @@ fn transitions_taken_are_recorded() {
     }
     assert!(!cov.has(Tr::ReplicatedTombstone as usize));
 }
+
+#[test]
+fn a_catalog_applies_owned_writes_as_it_applies_borrowed_ones() {
+    let all = [CC, V1, V2];
+    let ops = [
+        CatalogOp::ReserveIds(64),
+        CatalogOp::PutTask(record(1, TaskState::Pending, &[db("a")], &all, &[])),
+        CatalogOp::PutTask(record(2, TaskState::Pending, &[db("b")], &all, &[(CC, 5)])),
+        CatalogOp::PutTask(record(
+            1,
+            TaskState::Tombstone,
+            &[db("a")],
+            &all,
+            &[(CC, 3)],
+        )),
+        CatalogOp::ReserveIds(32),
+        CatalogOp::DeleteTask(BroadcastId(1)),
+        CatalogOp::PutTask(record(
+            2,
+            TaskState::Tombstone,
+            &[db("b")],
+            &all,
+            &[(CC, 5)],
+        )),
+    ];
+    let (mut borrowed, mut owned) = (CatalogState::new(), CatalogState::new());
+    for op in ops {
+        borrowed.apply(&op);
+        owned.apply_owned(op);
+        assert_eq!(owned, borrowed);
+    }
+    assert_eq!(owned.id_limit, 64);
+    assert!(owned.graveyard.contains(BroadcastId(1)));
+    assert_eq!(
+        owned.tasks.keys().copied().collect::<Vec<_>>(),
+        [BroadcastId(2)]
+    );
+}

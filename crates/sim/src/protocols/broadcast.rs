@@ -1732,9 +1732,16 @@ impl BroadcastWorld {
                 let _ = self.with(cx, A, |b, now| b.close(now, id));
             }
             BcEvent::WriteDone { cluster, write, op } => {
-                if let Some(op) = &op {
+                let tombstone =
+                    matches!(&op, Some(CatalogOp::PutTask(r)) if r.state == TaskState::Tombstone);
+                let result = if op.is_some() {
+                    Ok(())
+                } else {
+                    Err(IoError::Failed)
+                };
+                if let Some(op) = op {
                     let cl = &mut self.clusters[cluster as usize];
-                    if let CatalogOp::PutTask(r) = op {
+                    if let CatalogOp::PutTask(r) = &op {
                         if cl.catalog.graveyard.contains(r.id) {
                             cx.violate(
                                 NO_RESURRECTION,
@@ -1747,19 +1754,12 @@ impl BroadcastWorld {
                         }
                         cl.persisted.insert(r.id);
                     }
-                    cl.catalog.apply(op);
+                    cl.catalog.apply_owned(op);
                 }
                 let j = self.jitter(cx);
-                let result = if op.is_some() {
-                    Ok(())
-                } else {
-                    Err(IoError::Failed)
-                };
                 self.with(cx, cluster, |b, now| {
                     b.handle_write_done(now, write, result, j)
                 });
-                let tombstone =
-                    matches!(&op, Some(CatalogOp::PutTask(r)) if r.state == TaskState::Tombstone);
                 if tombstone
                     && cx.fault_at(
                         F_CRASH,
