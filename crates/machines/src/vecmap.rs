@@ -252,8 +252,18 @@ mod tests {
                     }
                     2 => prop_assert_eq!(a.insert(k, k + 100), m.insert(k, k + 100)),
                     _ if k % 5 == 0 => prop_assert_eq!(a.pop_first(), m.pop_first()),
+                    _ if k % 7 == 0 => {
+                        // Change every value above k in place.
+                        for (key, v) in a.iter_mut().filter(|(key, _)| **key > k) {
+                            *v += key;
+                        }
+                        for (key, v) in m.iter_mut().filter(|(key, _)| **key > k) {
+                            *v += key;
+                        }
+                    }
                     _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
                 }
+                prop_assert!(a.as_slice().iter().map(|(k, v)| (k, v)).eq(m.iter()));
                 prop_assert_eq!(a.first(), m.first_key_value());
                 prop_assert_eq!(a.len(), m.len());
                 prop_assert_eq!(a.is_empty(), m.is_empty());

@@ -114,34 +114,23 @@ impl CatalogState {
 
     /// Applies one write.
     pub fn apply(&mut self, op: &CatalogOp) {
-        match op {
-            CatalogOp::PutTask(r) => {
-                self.tasks.insert(r.id, r.clone());
-            }
-            CatalogOp::DeleteTask(id) => self.delete(*id),
-            CatalogOp::ReserveIds(limit) => self.reserve(*limit),
-        }
+        self.apply_owned(op.clone());
     }
 
-    /// Applies one write, keeping its record instead of a copy (as
-    /// [`CatalogState::apply`] otherwise).
+    /// Applies one write, keeping its record (no copy).
     pub fn apply_owned(&mut self, op: CatalogOp) {
         match op {
             CatalogOp::PutTask(r) => {
                 self.tasks.insert(r.id, r);
             }
-            CatalogOp::DeleteTask(id) => self.delete(id),
-            CatalogOp::ReserveIds(limit) => self.reserve(limit),
+            CatalogOp::DeleteTask(id) => {
+                self.tasks.remove(&id);
+                self.graveyard.insert(id);
+            }
+            CatalogOp::ReserveIds(limit) => {
+                self.id_limit = self.id_limit.max(limit);
+            }
         }
-    }
-
-    fn delete(&mut self, id: BroadcastId) {
-        self.tasks.remove(&id);
-        self.graveyard.insert(id);
-    }
-
-    fn reserve(&mut self, limit: u64) {
-        self.id_limit = self.id_limit.max(limit);
     }
 }
 
