@@ -1160,27 +1160,21 @@ impl Broadcaster {
         for (&channel, progress) in task.channels.iter_mut() {
             if *progress == ChannelProgress::Idle {
                 self.cov.hit(Tr::AppendStart as usize);
-                *progress = ChannelProgress::Appending { attempt: 1 };
-                self.outputs.push_back(Output::Append {
-                    id,
-                    channel,
-                    message: task.record.message.clone(),
-                    attempt: 1,
-                });
+                let message = &task.record.message;
+                push_append(&mut self.outputs, id, channel, progress, message, 1);
             }
         }
     }
 
+    /// Appends again to a channel in backoff.
     fn send_append(&mut self, id: BroadcastId, channel: ChannelId, attempt: u32) {
         let task = self.tasks.get_mut(&id).expect("known task");
-        task.channels
-            .insert(channel, ChannelProgress::Appending { attempt });
-        self.outputs.push_back(Output::Append {
-            id,
-            channel,
-            message: task.record.message.clone(),
-            attempt,
-        });
+        let progress = task
+            .channels
+            .get_mut(&channel)
+            .expect("a channel not acked");
+        let message = &task.record.message;
+        push_append(&mut self.outputs, id, channel, progress, message, attempt);
     }
 
     fn invoke(&mut self, id: BroadcastId, attempt: u32) {
@@ -1228,6 +1222,24 @@ impl Broadcaster {
         }
         self.drain_locks(now);
     }
+}
+
+/// Marks `channel` appending and asks for the append of `message`.
+fn push_append(
+    outputs: &mut VecDeque<Output>,
+    id: BroadcastId,
+    channel: ChannelId,
+    progress: &mut ChannelProgress,
+    message: &Message,
+    attempt: u32,
+) {
+    *progress = ChannelProgress::Appending { attempt };
+    outputs.push_back(Output::Append {
+        id,
+        channel,
+        message: message.clone(),
+        attempt,
+    });
 }
 
 #[cfg(test)]
