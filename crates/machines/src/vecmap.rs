@@ -6,7 +6,11 @@
 //! unacked channels, its timers and callback queue; the simulator's records
 //! of a run. (Collections that may grow to thousands, like the
 //! broadcaster's tombstones, stay in trees: inserting or removing in the
-//! middle moves the entries after it.)
+//! middle moves the entries after it.) [`DequeMap`] is the same over a ring
+//! buffer, for maps that also lose their oldest entries first (the
+//! broadcaster's tasks: created in id order, deleted oldest first).
+
+use std::collections::VecDeque;
 
 /// A map with its entries in key order. Hashes and compares as the
 /// `BTreeMap` with the same entries (length, then each `(key, value)`).
@@ -193,6 +197,101 @@ impl<K, V> IntoIterator for VecMap<K, V> {
     }
 }
 
+/// A map with its entries in key order in a ring buffer: as [`VecMap`]
+/// (bisection, appends for increasing keys), and removing the smallest key
+/// moves nothing. Hashes and compares as the `BTreeMap` with the same
+/// entries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DequeMap<K, V> {
+    entries: VecDeque<(K, V)>,
+}
+
+impl<K, V> Default for DequeMap<K, V> {
+    fn default() -> Self {
+        DequeMap {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, V> DequeMap<K, V> {
+    /// Where `key` is (`Ok`), or would go (`Err`).
+    fn search(&self, key: &K) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// Inserts `key` (replacing its value if present): a push when keys
+    /// arrive in increasing order. Returns the value replaced.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if self.entries.back().is_none_or(|(last, _)| *last < key) {
+            self.entries.push_back((key, value));
+            return None;
+        }
+        match self.search(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`'s entry (moving the entries on its shorter side).
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.search(key).ok()?;
+        self.entries.remove(i).map(|(_, v)| v)
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let i = self.search(key).ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    /// The value of `key`, to change, if any.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.search(key).ok()?;
+        Some(&mut self.entries[i].1)
+    }
+
+    /// Whether `key` has an entry.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.search(key).is_ok()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+}
+
+impl<K: Ord + Copy, V> std::ops::Index<&K> for DequeMap<K, V> {
+    type Output = V;
+
+    /// The value of `key`.
+    ///
+    /// # Panics
+    /// If `key` has no entry.
+    fn index(&self, key: &K) -> &V {
+        self.get(key).expect("no entry for the key")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +369,50 @@ mod tests {
                 prop_assert_eq!(a.get(&k), m.get(&k));
                 prop_assert_eq!(a.get_mut(&k), m.get_mut(&k));
                 prop_assert!(a.iter().eq(m.iter()));
+                prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
+            }
+        }
+
+        /// A DequeMap against a BTreeMap: keys mostly increasing, removals
+        /// mostly of the oldest; same answers and hash after each step.
+        #[test]
+        fn a_deque_map_behaves_and_hashes_as_a_btree_map(
+            ops in prop::collection::vec((0u8..5, 0u64..40), 0..80),
+        ) {
+            let h = BuildHasherDefault::<DefaultHasher>::default();
+            let mut a = DequeMap::default();
+            let mut m = BTreeMap::new();
+            let mut next = 0u64;
+            for (op, k) in ops {
+                match op {
+                    0 | 1 => {
+                        next += 1 + k % 3;
+                        prop_assert_eq!(a.insert(next, k), m.insert(next, k));
+                    }
+                    2 => prop_assert_eq!(a.insert(k, k + 100), m.insert(k, k + 100)),
+                    3 => {
+                        let oldest = m.first_key_value().map(|(k, _)| *k);
+                        if let Some(o) = oldest {
+                            prop_assert_eq!(a.remove(&o), m.remove(&o));
+                        }
+                    }
+                    _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
+                }
+                if let Some(v) = a.get_mut(&k) {
+                    *v += 1;
+                }
+                if let Some(v) = m.get_mut(&k) {
+                    *v += 1;
+                }
+                prop_assert_eq!(a.get(&k), m.get(&k));
+                prop_assert_eq!(a.contains_key(&k), m.contains_key(&k));
+                if m.contains_key(&k) {
+                    prop_assert_eq!(&a[&k], &m[&k]);
+                }
+                prop_assert_eq!(a.len(), m.len());
+                prop_assert_eq!(a.is_empty(), m.is_empty());
+                prop_assert!(a.iter().eq(m.iter()));
+                prop_assert!(a.values().eq(m.values()));
                 prop_assert_eq!(h.hash_one(&a), h.hash_one(&m));
             }
         }

@@ -38,7 +38,7 @@ mod scheduler;
 
 use core::fmt;
 use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ use self::scheduler::CallbackQueue;
 use crate::coverage::Coverage;
 use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
-use crate::vecmap::{VecMap, VecSet};
+use crate::vecmap::{DequeMap, VecMap, VecSet};
 
 /// A broadcast, and the handle its caller holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -514,7 +514,8 @@ pub struct Broadcaster {
     reserving: Option<WriteId>,
     reserve_failures: u32,
     handles: VecMap<BroadcastId, Handle>,
-    tasks: BTreeMap<BroadcastId, Task>,
+    /// By id: created in id order (mostly), deleted oldest first.
+    tasks: DequeMap<BroadcastId, Task>,
     queue: CallbackQueue,
     /// Durable tombstones, oldest first: GC candidates.
     tombstones: BTreeSet<(Time, BroadcastId)>,
@@ -557,7 +558,7 @@ impl Broadcaster {
             reserving: None,
             reserve_failures: 0,
             handles: VecMap::default(),
-            tasks: BTreeMap::new(),
+            tasks: DequeMap::default(),
             queue: CallbackQueue::default(),
             tombstones: BTreeSet::new(),
             graveyard: IdRanges::default(),
