@@ -203,6 +203,37 @@ pub fn ppm(p: f64) -> u32 {
     (p.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
 }
 
+/// Writes a rate in parts per million as the probability it stands for,
+/// exactly as `f64` displays `ppm / 1e6` ("0.025", "1", "0.000001"), from
+/// integers: a sweep draws (and so writes) the options of every seed.
+fn write_rate(text: &mut String, ppm: u32) {
+    // Pushed digit by digit: no formatting machinery.
+    let (whole, frac) = (ppm / 1_000_000, ppm % 1_000_000);
+    push_digits(text, whole, 1);
+    if frac != 0 {
+        // Six decimals, trailing zeros dropped.
+        let (mut frac, mut width) = (frac, 6);
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        text.push('.');
+        push_digits(text, frac, width);
+    }
+}
+
+/// Writes `n` in decimal, zero-padded to at least `width` digits.
+fn push_digits(text: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let (mut n, mut i) = (n, buf.len());
+    while n > 0 || buf.len() - i < width.max(1) {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text.extend(buf[i..].iter().map(|&b| char::from(b)));
+}
+
 const SWARM_FACTORS: [(u32, u32, &str); 3] = [(1, 2, "x0.5"), (1, 1, "x1"), (2, 1, "x2")];
 
 /// A targeted fault, armed for a run.
@@ -255,18 +286,29 @@ impl FaultState {
         config: &FaultConfig,
         chooser: &mut Chooser,
     ) -> (FaultState, String) {
-        let mut ppms = Vec::with_capacity(protocol.faults.len());
-        let mut text = String::from(if config.swarm { "swarm:" } else { "faults:" });
-        for kind in protocol.faults {
-            let base = config.rates.get(kind.name).copied().map_or(0, ppm);
+        // The configured rates by kind, found by name once (equal names
+        // compare their lengths first: cheaper than a search of the map by
+        // each kind's name); replaced in place by the drawn rates.
+        let mut ppms = vec![0; protocol.faults.len()];
+        for (name, rate) in &config.rates {
+            if let Some(i) = protocol.faults.iter().position(|k| k.name == name) {
+                ppms[i] = ppm(*rate);
+            }
+        }
+        let mut text = String::with_capacity(32 * protocol.faults.len());
+        text.push_str(if config.swarm { "swarm:" } else { "faults:" });
+        for (kind, slot) in protocol.faults.iter().zip(&mut ppms) {
+            let base = *slot;
             // Written in place: a run draws its options once, but a sweep
             // runs many short seeds.
-            let _ = write!(text, " {}=", kind.name);
+            text.push(' ');
+            text.push_str(kind.name);
+            text.push('=');
             let rate = if base == 0 {
                 text.push_str("off");
                 0
             } else if !config.swarm {
-                let _ = write!(text, "{}", f64::from(base) / 1e6);
+                write_rate(&mut text, base);
                 base
             } else if chooser.choose(2) == 0 {
                 text.push_str("off");
@@ -275,10 +317,13 @@ impl FaultState {
                 let (num, den, label) = SWARM_FACTORS[chooser.choose(3) as usize];
                 let rate =
                     (u64::from(base) * u64::from(num) / u64::from(den)).min(1_000_000) as u32;
-                let _ = write!(text, "{}({label})", f64::from(rate) / 1e6);
+                write_rate(&mut text, rate);
+                text.push('(');
+                text.push_str(label);
+                text.push(')');
                 rate
             };
-            ppms.push(rate);
+            *slot = rate;
         }
         if let Some(max) = config.max {
             let _ = write!(text, " max={max}");
@@ -405,6 +450,19 @@ impl FaultState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rates_are_written_as_f64_displays_them() {
+        let mut ppms: Vec<u32> = (0..=1_000_000).step_by(997).collect();
+        ppms.extend([
+            1, 10, 100, 1000, 25_000, 50_000, 100_000, 999_999, 1_000_000, 123_450,
+        ]);
+        for ppm in ppms {
+            let mut text = String::new();
+            super::write_rate(&mut text, ppm);
+            assert_eq!(text, format!("{}", f64::from(ppm) / 1e6), "{ppm} ppm");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
