@@ -85,7 +85,12 @@ fn smallest_locks_configuration_has_exactly_26_states() {
 /// Mutants that no small configuration reaches, with the reason. Every
 /// other mutant must be found by exploring some `*-explore` scenario of its
 /// protocol.
-const NOT_REACHABLE_IN_SMALL_CONFIGURATIONS: &[(&str, &str)] = &[];
+const NOT_REACHABLE_IN_SMALL_CONFIGURATIONS: &[(&str, &str)] = &[(
+    "broadcast-keys-shared-in-identity",
+    "it needs one broadcast holding a key shared and another the same key \
+     exclusive; broadcast-explore draws exclusive keys only, and drawing \
+     both kinds takes its space past 20 million states. Sweeps catch it.",
+)];
 
 fn small_configurations() -> Vec<Scenario> {
     let catalog =

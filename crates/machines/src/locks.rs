@@ -966,6 +966,9 @@ pub struct LockTable {
     events: VecDeque<LockEvent>,
     cov: Coverage,
     scratch: Scratch,
+    /// Requests granted so far: a counter, not state (neither compared nor
+    /// hashed). See [`LockTable::grant_count`].
+    granted: u64,
 }
 
 /// A request's locks, or the union of several requests' locks, as two sets
@@ -1036,6 +1039,7 @@ impl Clone for LockTable {
             events: self.events.clone(),
             cov: self.cov,
             scratch: Scratch::default(),
+            granted: self.granted,
         }
     }
 
@@ -1057,6 +1061,7 @@ impl Clone for LockTable {
             self.events.clone_from(&source.events);
         }
         self.cov = source.cov;
+        self.granted = source.granted;
     }
 }
 
@@ -1360,6 +1365,14 @@ impl LockTable {
         self.waiting.len()
     }
 
+    /// How many requests this table has granted, ever. While it stays the
+    /// same, the held requests are a subset of those held when it was last
+    /// read: an observer checking held pairs (the simulator's exclusion
+    /// check) has nothing new to check.
+    pub fn grant_count(&self) -> u64 {
+        self.granted
+    }
+
     /// Number of held requests.
     pub fn held_len(&self) -> usize {
         self.entries.len() - self.waiting.len()
@@ -1559,6 +1572,7 @@ impl LockTable {
         let id = *id;
         debug_assert_eq!(entry.state, RequestState::Waiting);
         entry.state = RequestState::Held;
+        self.granted += 1;
         let (owner, span) = (entry.owner, entry.span);
         for &(slot, shared) in self.entries.span(span) {
             self.held.add(slot, shared);
@@ -1796,6 +1810,30 @@ mod tests {
         assert!(LockRequest::from_normalized(Arc::from([])).is_none());
         assert!(LockRequest::from_normalized(Arc::from([r("b"), r("a")])).is_none());
         assert!(LockRequest::from_normalized(Arc::from([r("a"), r("a")])).is_none());
+    }
+
+    #[test]
+    fn the_grant_count_counts_grants_only() {
+        let mut t = LockTable::new();
+        let a = t.acquire(A, req(&[x("k")]));
+        assert_eq!(t.grant_count(), 1, "granted at once");
+        let b = t.acquire(B, req(&[x("k")]));
+        let c = t.acquire(C, req(&[x("k")]));
+        assert_eq!(t.grant_count(), 1, "waiting is not granted");
+        t.cancel(c).unwrap();
+        assert_eq!(t.grant_count(), 1, "a cancel grants nothing");
+        t.release(a).unwrap();
+        assert_eq!(t.state(b), Some(RequestState::Held));
+        assert_eq!(t.grant_count(), 2, "a release grants the next waiter");
+        t.acquire(A, req(&[r("s")]));
+        t.acquire(C, req(&[r("s")]));
+        assert_eq!(t.grant_count(), 4, "shared holders are each granted");
+        let copy = t.clone();
+        assert_eq!(copy.grant_count(), 4);
+        let mut into = LockTable::new();
+        into.clone_from(&t);
+        assert_eq!(into.grant_count(), 4);
+        assert_eq!(into, t);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::catalog::{CatalogOp, CatalogState, IdRanges, TaskRecord, TaskState};
 use self::scheduler::CallbackQueue;
 use crate::coverage::Coverage;
-use crate::locks::{LockEvent, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
+use crate::locks::{LockEvent, LockFlaw, LockRequest, LockTable, OwnerId, RequestId, ResourceKey};
 use crate::time::Time;
 use crate::vecmap::{DequeMap, VecMap, VecSet};
 
@@ -168,6 +168,10 @@ pub enum BroadcastFlaw {
     RecoveryRerunsTombstones,
     /// The callback runs as soon as the control channel is acked.
     CallbackBeforeAllAcks,
+    /// The broadcaster's lock table treats a key's shared flag as part of
+    /// its identity ([`LockFlaw::SharedInIdentity`]): `K@R` and `K@X` are
+    /// held together.
+    KeysSharedInIdentity,
 }
 
 /// Configuration.
@@ -546,11 +550,13 @@ impl Broadcaster {
     }
 
     fn empty(cfg: Config, role: Role) -> Broadcaster {
+        let lock_flaw = (cfg.flaw == Some(BroadcastFlaw::KeysSharedInIdentity))
+            .then_some(LockFlaw::SharedInIdentity);
         Broadcaster {
             cfg,
             role,
             stopped: false,
-            locks: LockTable::new(),
+            locks: LockTable::with_flaw(lock_flaw),
             starting: VecMap::default(),
             awaiting_id: VecDeque::new(),
             next_id: 1,

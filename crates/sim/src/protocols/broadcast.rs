@@ -55,7 +55,7 @@ const ALL_DELIVERED: &str = "broadcast.all_channels_delivered";
 const NO_RESURRECTION: &str = "broadcast.no_resurrection";
 const KEYS_RELEASED: &str = "broadcast.keys_released";
 const NOT_PRIMARY: &str = "broadcast.not_primary_rejected";
-const EXCLUSION: &str = "locks.exclusion";
+const EXCLUSION: &str = "broadcast.keys_exclusive";
 
 /// Names of the broadcast protocol.
 pub static INFO: ProtocolInfo = ProtocolInfo {
@@ -81,6 +81,11 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
             name: PERSIST_FIRST,
             kind: InvariantKind::Safety,
             doc: "a task is in the catalog before its first append",
+        },
+        InvariantInfo {
+            name: EXCLUSION,
+            kind: InvariantKind::Safety,
+            doc: "no two requests held in a broadcaster's lock table conflict, and recovery finds no two pending tasks with conflicting keys",
         },
         InvariantInfo {
             name: NO_RESURRECTION,
@@ -133,6 +138,11 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
             name: "callback-before-all-acks",
             invariant: AFTER_ALL_ACKS,
             doc: "the callback runs once the control channel is acked",
+        },
+        MutantInfo {
+            name: "broadcast-keys-shared-in-identity",
+            invariant: EXCLUSION,
+            doc: "the broadcaster's lock table takes K@R and K@X for different locks",
         },
     ],
     faults: &[
@@ -830,12 +840,12 @@ struct Cluster {
     persisted: VecSet<BroadcastId>,
     /// Times at which a timer event is queued for this incarnation.
     timers: VecSet<Time>,
-    /// What `locks.exclusion` already checked (this incarnation).
+    /// What `broadcast.keys_exclusive` already checked (this incarnation).
     held_checked: HeldChecked,
 }
 
 /// The requests of a broadcaster's lock table that were held at the last
-/// `locks.exclusion` check, sorted: they were pairwise checked then (a
+/// `broadcast.keys_exclusive` check, sorted: they were pairwise checked then (a
 /// clash ends the run), and a request's keys never change, so only pairs
 /// with a newly held request need checking. Not state: ignored by
 /// equality and hashing. Emptied when the broadcaster is lost (a new
@@ -843,6 +853,11 @@ struct Cluster {
 #[derive(Clone, Debug, Default)]
 struct HeldChecked {
     ids: Vec<RequestId>,
+    /// The table's
+    /// [`grant_count`](simcast_machines::locks::LockTable::grant_count) at
+    /// that check: while it is the same, nothing new is held and there is
+    /// nothing to check.
+    grants: u64,
     /// Reused for the held requests of the next check.
     scratch: Vec<RequestId>,
 }
@@ -923,6 +938,7 @@ impl BroadcastWorld {
             "persist-after-append" => Some(BroadcastFlaw::PersistAfterAppend),
             "recovery-reruns-tombstones" => Some(BroadcastFlaw::RecoveryRerunsTombstones),
             "callback-before-all-acks" => Some(BroadcastFlaw::CallbackBeforeAllAcks),
+            "broadcast-keys-shared-in-identity" => Some(BroadcastFlaw::KeysSharedInIdentity),
             "store-no-dedup" => None,
             other => unreachable!("mutant {other} is not a broadcast mutant"),
         });
@@ -1163,7 +1179,7 @@ impl BroadcastWorld {
         }
     }
 
-    /// `locks.exclusion` on the broadcaster's own lock table: no two held
+    /// `broadcast.keys_exclusive` on the broadcaster's own lock table: no two held
     /// requests clash (pairs in id order; pairs already checked skipped).
     fn check_exclusion(&mut self, cx: &mut Cx<Self>) {
         let cl = &mut self.clusters[A as usize];
@@ -1172,6 +1188,10 @@ impl BroadcastWorld {
         };
         let table = b.lock_table();
         let checked = &mut cl.held_checked;
+        if table.grant_count() == checked.grants {
+            return;
+        }
+        checked.grants = table.grant_count();
         let mut held = std::mem::take(&mut checked.scratch);
         held.clear();
         held.extend(table.held());
@@ -1638,6 +1658,7 @@ impl BroadcastWorld {
         cl.in_flight.clear();
         cl.timers.clear();
         cl.held_checked.ids.clear();
+        cl.held_checked.grants = 0;
         if c == A {
             // Every caller waiting on A loses its connection.
             for (i, client) in self.clients.iter().enumerate() {
