@@ -286,9 +286,8 @@ impl FaultState {
         config: &FaultConfig,
         chooser: &mut Chooser,
     ) -> (FaultState, String) {
-        // The configured rates by kind, found by name once (equal names
-        // compare their lengths first: cheaper than a search of the map by
-        // each kind's name); replaced in place by the drawn rates.
+        // The configured rates by kind (one pass over the map), replaced
+        // in place by the drawn rates.
         let mut ppms = vec![0; protocol.faults.len()];
         for (name, rate) in &config.rates {
             if let Some(i) = protocol.faults.iter().position(|k| k.name == name) {
@@ -450,6 +449,9 @@ impl FaultState {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
     #[test]
     fn rates_are_written_as_f64_displays_them() {
         let mut ppms: Vec<u32> = (0..=1_000_000).step_by(997).collect();
@@ -462,9 +464,6 @@ mod tests {
             assert_eq!(text, format!("{}", f64::from(ppm) / 1e6), "{ppm} ppm");
         }
     }
-
-    use super::*;
-    use serde_json::json;
 
     fn parse(v: Value) -> Result<FaultConfig, String> {
         FaultConfig::from_value(&v, &crate::protocols::broadcast::INFO)
