@@ -197,40 +197,79 @@ impl<K, V> IntoIterator for VecMap<K, V> {
     }
 }
 
-/// A map with its entries in key order in a ring buffer: as [`VecMap`]
+/// A map with its entries in key order in ring buffers: as [`VecMap`]
 /// (bisection, appends for increasing keys), and removing the smallest key
-/// moves nothing. Hashes and compares as the `BTreeMap` with the same
-/// entries.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// moves nothing. The keys are kept apart from the values, so that a
+/// search reads a run of keys, not a key per (possibly large) entry.
+/// Hashes and compares as the `BTreeMap` with the same entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DequeMap<K, V> {
-    entries: VecDeque<(K, V)>,
+    keys: VecDeque<K>,
+    values: VecDeque<V>,
 }
 
 impl<K, V> Default for DequeMap<K, V> {
     fn default() -> Self {
         DequeMap {
-            entries: VecDeque::new(),
+            keys: VecDeque::new(),
+            values: VecDeque::new(),
         }
     }
 }
 
-impl<K: Ord + Copy, V> DequeMap<K, V> {
+/// As `BTreeMap`'s: the length, then each `(key, value)`.
+impl<K: std::hash::Hash, V: std::hash::Hash> std::hash::Hash for DequeMap<K, V> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.keys.len());
+        for (k, v) in self.keys.iter().zip(&self.values) {
+            k.hash(state);
+            v.hash(state);
+        }
+    }
+}
+
+/// Keys handed out in sequence (ids), whose distance apart is known: a
+/// [`DequeMap`] of them looks first where a key would be if no key between
+/// the first and it were missing, and bisects only when that misses.
+pub trait SeqKey: Ord + Copy {
+    /// How far `self` is past `first` (`None` if it is not past it, or
+    /// too far to index).
+    fn past(self, first: Self) -> Option<usize>;
+}
+
+impl SeqKey for u64 {
+    #[inline]
+    fn past(self, first: u64) -> Option<usize> {
+        usize::try_from(self.checked_sub(first)?).ok()
+    }
+}
+
+impl<K: SeqKey, V> DequeMap<K, V> {
     /// Where `key` is (`Ok`), or would go (`Err`).
+    #[inline]
     fn search(&self, key: &K) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.cmp(key))
+        if let Some(first) = self.keys.front()
+            && let Some(i) = key.past(*first)
+            && self.keys.get(i) == Some(key)
+        {
+            return Ok(i);
+        }
+        self.keys.binary_search(key)
     }
 
     /// Inserts `key` (replacing its value if present): a push when keys
     /// arrive in increasing order. Returns the value replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if self.entries.back().is_none_or(|(last, _)| *last < key) {
-            self.entries.push_back((key, value));
+        if self.keys.back().is_none_or(|last| *last < key) {
+            self.keys.push_back(key);
+            self.values.push_back(value);
             return None;
         }
         match self.search(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.values[i], value)),
             Err(i) => {
-                self.entries.insert(i, (key, value));
+                self.keys.insert(i, key);
+                self.values.insert(i, value);
                 None
             }
         }
@@ -239,19 +278,22 @@ impl<K: Ord + Copy, V> DequeMap<K, V> {
     /// Removes `key`'s entry (moving the entries on its shorter side).
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let i = self.search(key).ok()?;
-        self.entries.remove(i).map(|(_, v)| v)
+        self.keys.remove(i);
+        self.values.remove(i)
     }
 
     /// The value of `key`, if any.
+    #[inline]
     pub fn get(&self, key: &K) -> Option<&V> {
         let i = self.search(key).ok()?;
-        Some(&self.entries[i].1)
+        Some(&self.values[i])
     }
 
     /// The value of `key`, to change, if any.
+    #[inline]
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = self.search(key).ok()?;
-        Some(&mut self.entries[i].1)
+        Some(&mut self.values[i])
     }
 
     /// Whether `key` has an entry.
@@ -261,26 +303,26 @@ impl<K: Ord + Copy, V> DequeMap<K, V> {
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.keys.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.keys.is_empty()
     }
 
     /// The entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.entries.iter().map(|(k, v)| (k, v))
+        self.keys.iter().zip(&self.values)
     }
 
     /// The values in key order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().map(|(_, v)| v)
+        self.values.iter()
     }
 }
 
-impl<K: Ord + Copy, V> std::ops::Index<&K> for DequeMap<K, V> {
+impl<K: SeqKey, V> std::ops::Index<&K> for DequeMap<K, V> {
     type Output = V;
 
     /// The value of `key`.

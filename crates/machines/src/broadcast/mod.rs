@@ -56,6 +56,13 @@ use crate::vecmap::{DequeMap, VecMap, VecSet};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BroadcastId(pub u64);
 
+impl crate::vecmap::SeqKey for BroadcastId {
+    #[inline]
+    fn past(self, first: Self) -> Option<usize> {
+        self.0.past(first.0)
+    }
+}
+
 impl fmt::Display for BroadcastId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "b{}", self.0)
