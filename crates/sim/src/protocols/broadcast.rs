@@ -511,15 +511,16 @@ pub enum BcEvent {
         /// What.
         reply: Reply,
     },
-    /// A catalog write completes at a coordinator (`op` is `None` if it
-    /// failed). The catalog applies it now.
+    /// A catalog write completes at a coordinator. The catalog applies it
+    /// now: the operation waits in the cluster's writes in flight (the
+    /// event is small; it carries what the trace shows).
     WriteDone {
         /// Cluster.
         cluster: Cl,
         /// Write.
         write: WriteId,
-        /// What was written.
-        op: Option<CatalogOp>,
+        /// What was written, or that the write failed.
+        written: Written,
     },
     /// An append reaches a channel of A.
     AppendArrive {
@@ -636,14 +637,19 @@ impl fmt::Display for BcEvent {
             } => {
                 write!(f, "client-{}#{call} hears {reply:?}", client + 1)
             }
-            BcEvent::WriteDone { cluster, write, op } => match op {
-                None => write!(f, "{} catalog write w{} failed", cl_name(*cluster), write.0),
-                Some(op) => write!(
+            BcEvent::WriteDone {
+                cluster,
+                write,
+                written,
+            } => match written {
+                Written::Failed => {
+                    write!(f, "{} catalog write w{} failed", cl_name(*cluster), write.0)
+                }
+                done => write!(
                     f,
-                    "{} catalog write w{} done: {}",
+                    "{} catalog write w{} done: {done}",
                     cl_name(*cluster),
-                    write.0,
-                    OpShow(op)
+                    write.0
                 ),
             },
             BcEvent::AppendArrive { id, channel, .. } => write!(f, "{id} lands on A/{channel}"),
@@ -716,14 +722,49 @@ impl fmt::Display for ChannelList<'_> {
     }
 }
 
-struct OpShow<'a>(&'a CatalogOp);
+/// What a completed catalog write did, as the trace shows it: the
+/// operation itself waits in its cluster's writes in flight until then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Written {
+    /// The write failed: nothing was applied.
+    Failed,
+    /// A task record was put.
+    Put {
+        /// Broadcast.
+        id: BroadcastId,
+        /// Its state.
+        state: TaskState,
+        /// How many acks it records.
+        acks: u32,
+    },
+    /// A tombstone was deleted.
+    Delete(BroadcastId),
+    /// The broadcast-id reservation was raised to this.
+    Reserve(u64),
+}
 
-impl fmt::Display for OpShow<'_> {
+impl Written {
+    /// What applying `op` does.
+    fn of(op: &CatalogOp) -> Written {
+        match op {
+            CatalogOp::PutTask(r) => Written::Put {
+                id: r.id,
+                state: r.state,
+                acks: r.acks.len() as u32,
+            },
+            CatalogOp::DeleteTask(id) => Written::Delete(*id),
+            CatalogOp::ReserveIds(n) => Written::Reserve(*n),
+        }
+    }
+}
+
+impl fmt::Display for Written {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            CatalogOp::PutTask(r) => write!(f, "put {} {:?} acks {}", r.id, r.state, r.acks.len()),
-            CatalogOp::DeleteTask(id) => write!(f, "delete {id}"),
-            CatalogOp::ReserveIds(n) => write!(f, "reserve ids < {n}"),
+        match self {
+            Written::Failed => f.write_str("failed"),
+            Written::Put { id, state, acks } => write!(f, "put {id} {state:?} acks {acks}"),
+            Written::Delete(id) => write!(f, "delete {id}"),
+            Written::Reserve(n) => write!(f, "reserve ids < {n}"),
         }
     }
 }
@@ -836,6 +877,9 @@ struct Cluster {
     store: Store,
     /// Callbacks invoked and not yet answered (this incarnation).
     in_flight: VecMap<BroadcastId, LockRequest>,
+    /// Catalog writes handed to the store and not yet done (this
+    /// incarnation): applied by their `WriteDone`.
+    writing: VecMap<WriteId, CatalogOp>,
     /// Ids ever durable in the catalog.
     persisted: VecSet<BroadcastId>,
     /// Times at which a timer event is queued for this incarnation.
@@ -963,6 +1007,7 @@ impl BroadcastWorld {
                 logs: vec![Vec::new(); channels.len()],
                 store: Store::default(),
                 in_flight: VecMap::default(),
+                writing: VecMap::default(),
                 persisted: VecSet::default(),
                 timers: VecSet::default(),
                 held_checked: HeldChecked::default(),
@@ -1221,16 +1266,21 @@ impl BroadcastWorld {
         match out {
             Output::Write { write, op } => {
                 let d = self.io(cx);
-                let op =
-                    (!cx.fault_at(F_WRITE_FAIL, "catalog_write", &[("cluster", u64::from(c))]))
-                        .then_some(op);
+                let written =
+                    if cx.fault_at(F_WRITE_FAIL, "catalog_write", &[("cluster", u64::from(c))]) {
+                        Written::Failed
+                    } else {
+                        let written = Written::of(&op);
+                        self.clusters[c as usize].writing.insert(write, op);
+                        written
+                    };
                 cx.node_after(
                     node,
                     d,
                     BcEvent::WriteDone {
                         cluster: c,
                         write,
-                        op,
+                        written,
                     },
                 );
             }
@@ -1656,6 +1706,7 @@ impl BroadcastWorld {
             self.lost_coverage[1].merge(b.lock_table().coverage());
         }
         cl.in_flight.clear();
+        cl.writing.clear();
         cl.timers.clear();
         cl.held_checked.ids.clear();
         cl.held_checked.grants = 0;
@@ -1752,16 +1803,29 @@ impl BroadcastWorld {
             BcEvent::CallClose { id, .. } => {
                 let _ = self.with(cx, A, |b, now| b.close(now, id));
             }
-            BcEvent::WriteDone { cluster, write, op } => {
-                let tombstone =
-                    matches!(&op, Some(CatalogOp::PutTask(r)) if r.state == TaskState::Tombstone);
-                let result = if op.is_some() {
-                    Ok(())
-                } else {
+            BcEvent::WriteDone {
+                cluster,
+                write,
+                written,
+            } => {
+                let tombstone = matches!(
+                    written,
+                    Written::Put {
+                        state: TaskState::Tombstone,
+                        ..
+                    }
+                );
+                let result = if written == Written::Failed {
                     Err(IoError::Failed)
+                } else {
+                    Ok(())
                 };
-                if let Some(op) = op {
+                if written != Written::Failed {
                     let cl = &mut self.clusters[cluster as usize];
+                    let op = cl
+                        .writing
+                        .remove(&write)
+                        .expect("a write done was in flight");
                     if let CatalogOp::PutTask(r) = &op {
                         if cl.catalog.graveyard.contains(r.id) {
                             cx.violate(
