@@ -402,15 +402,15 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
-/// A binary min-heap of `(key, slot)`, the key being the time and the
-/// sequence number as one integer ([`heap_key`]); sequence numbers are
-/// unique, so the order is total and slots never decide it. Its own
+/// A binary min-heap of keys, each the time, the sequence number and the
+/// slot as one integer ([`heap_key`]); sequence numbers are unique, so the
+/// order is that of `(time, seq)` and slots never decide it. Its own
 /// (rather than `BinaryHeap`) so that the simultaneous events at the top
 /// can be found in place and one of them removed, without popping and
 /// re-pushing the others.
 #[derive(Debug, Default)]
 struct Heap {
-    v: Vec<(u128, u32)>,
+    v: Vec<u128>,
 }
 
 impl Clone for Heap {
@@ -423,10 +423,16 @@ impl Clone for Heap {
     }
 }
 
-/// The order of heap entries: time, then sequence number, as one integer.
+/// A heap entry: time, then sequence number, then slot, as one 16-byte
+/// integer (ordered by time, then sequence number: those are unique).
+///
+/// # Panics
+/// If `seq` needs more than 32 bits: more than 4 billion events scheduled
+/// in one run (in protocol code, so it becomes a `sim.panic` violation).
 #[inline]
-fn heap_key(at: Time, seq: u64) -> u128 {
-    (u128::from(at.as_micros()) << 64) | u128::from(seq)
+fn heap_key(at: Time, seq: u64, slot: u32) -> u128 {
+    let seq = u32::try_from(seq).expect("at most 2^32 events are scheduled in one run");
+    (u128::from(at.as_micros()) << 64) | (u128::from(seq) << 32) | u128::from(slot)
 }
 
 /// The time of a heap key.
@@ -438,12 +444,24 @@ fn key_time(key: u128) -> Time {
 /// The sequence number of a heap key.
 #[inline]
 fn key_seq(key: u128) -> u64 {
-    key as u64
+    u64::from((key >> 32) as u32)
+}
+
+/// The slot of a heap key.
+#[inline]
+fn key_slot(key: u128) -> u32 {
+    key as u32
+}
+
+/// The same time and sequence number in another slot.
+#[inline]
+fn with_slot(key: u128, slot: u32) -> u128 {
+    (key & !u128::from(u32::MAX)) | u128::from(slot)
 }
 
 impl Heap {
     #[inline]
-    fn push(&mut self, e: (u128, u32)) {
+    fn push(&mut self, e: u128) {
         self.v.push(e);
         self.sift_up(self.v.len() - 1);
     }
@@ -452,10 +470,9 @@ impl Heap {
     #[inline]
     fn sift_up(&mut self, mut i: usize) {
         let e = self.v[i];
-        let k = e.0;
         while i > 0 {
             let parent = (i - 1) / 2;
-            if k >= self.v[parent].0 {
+            if e >= self.v[parent] {
                 break;
             }
             self.v[i] = self.v[parent];
@@ -473,7 +490,7 @@ impl Heap {
             return None;
         }
         let right = left + 1;
-        Some(if right < n && self.v[right].0 < self.v[left].0 {
+        Some(if right < n && self.v[right] < self.v[left] {
             right
         } else {
             left
@@ -485,9 +502,8 @@ impl Heap {
     fn sift_down(&mut self, mut i: usize) {
         let n = self.v.len();
         let e = self.v[i];
-        let k = e.0;
         while let Some(child) = self.smaller_child(i, n) {
-            if self.v[child].0 >= k {
+            if self.v[child] >= e {
                 break;
             }
             self.v[i] = self.v[child];
@@ -515,7 +531,7 @@ impl Heap {
 
     /// Removes the entry at `i`.
     #[inline]
-    fn remove(&mut self, i: usize) -> (u128, u32) {
+    fn remove(&mut self, i: usize) -> u128 {
         let e = self.v.swap_remove(i);
         if i < self.v.len() {
             if i == 0 {
@@ -568,11 +584,12 @@ impl<E: Clone> Clone for Queue<E> {
         let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
         let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
         let mut hashes = Vec::new();
-        for (i, (key, slot)) in self.heap.v.iter().enumerate() {
-            slots.push(self.slots[*slot as usize].clone());
-            heap.push((*key, i as u32));
+        for (i, &key) in self.heap.v.iter().enumerate() {
+            let slot = key_slot(key) as usize;
+            slots.push(self.slots[slot].clone());
+            heap.push(with_slot(key, i as u32));
             if self.track.is_some() {
-                hashes.push(self.hashes[*slot as usize]);
+                hashes.push(self.hashes[slot]);
             }
         }
         Queue {
@@ -626,7 +643,8 @@ impl<E: Hash> Queue<E> {
         self.hashes.clear();
         self.hashes.resize(self.slots.len(), 0);
         self.sum = 0;
-        for &(key, slot) in &self.heap.v {
+        for &key in &self.heap.v {
+            let slot = key_slot(key);
             let h = element_hash(key_time(key), self.queued(slot), event);
             self.hashes[slot as usize] = h;
             self.sum = self.sum.wrapping_add(h);
@@ -654,11 +672,11 @@ impl<E: Hash> Queue<E> {
             self.hashes[slot as usize] = h;
             self.sum = self.sum.wrapping_add(h);
         }
-        self.heap.push((heap_key(at, self.next_seq), slot));
+        self.heap.push(heap_key(at, self.next_seq, slot));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.heap.v.first().map(|(key, _)| key_time(*key))
+        self.heap.v.first().map(|&key| key_time(key))
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -671,7 +689,7 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let &(first, _) = self.heap.v.first()?;
+        let &first = self.heap.v.first()?;
         let (t, at_t) = (key_time(first), first >> 64);
         // The events at the earliest time are a subtree at the root (a
         // parent is never later than its children): walk it.
@@ -683,8 +701,8 @@ impl<E: Hash> Queue<E> {
         while k < ties.len() {
             let i = ties[k].1 as usize;
             for child in [2 * i + 1, 2 * i + 2] {
-                if child < v.len() && v[child].0 >> 64 == at_t {
-                    ties.push((key_seq(v[child].0), child as u32));
+                if child < v.len() && v[child] >> 64 == at_t {
+                    ties.push((key_seq(v[child]), child as u32));
                 }
             }
             k += 1;
@@ -699,7 +717,7 @@ impl<E: Hash> Queue<E> {
             let pick = chooser.choose(n as u32) as usize;
             ties.select_nth_unstable(pick).1.1 as usize
         };
-        let (_, slot) = self.heap.remove(at);
+        let slot = key_slot(self.heap.remove(at));
         if self.track.is_some() {
             self.sum = self.sum.wrapping_sub(self.hashes[slot as usize]);
         }
@@ -731,8 +749,12 @@ impl<E: Hash> Queue<E> {
     }
 
     fn element_sum(&self, event: fn(&E, &mut Fingerprinter)) -> u64 {
-        self.heap.v.iter().fold(0u64, |sum, &(key, slot)| {
-            sum.wrapping_add(element_hash(key_time(key), self.queued(slot), event))
+        self.heap.v.iter().fold(0u64, |sum, &key| {
+            sum.wrapping_add(element_hash(
+                key_time(key),
+                self.queued(key_slot(key)),
+                event,
+            ))
         })
     }
 }
