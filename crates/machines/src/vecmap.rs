@@ -322,6 +322,37 @@ impl<K: SeqKey, V> DequeMap<K, V> {
     }
 }
 
+/// Collects in key order (the last value of a repeated key wins), as a
+/// `BTreeMap` does.
+impl<K: SeqKey, V> FromIterator<(K, V)> for DequeMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut m = DequeMap::default();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m
+    }
+}
+
+/// Serializes as the `BTreeMap` with the same entries (a map in key order).
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for DequeMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.keys.iter().zip(&self.values))
+    }
+}
+
+/// Deserializes what a `BTreeMap` with the same entries serializes to.
+impl<'de, K, V> serde::Deserialize<'de> for DequeMap<K, V>
+where
+    K: SeqKey + serde::Deserialize<'de>,
+    V: serde::Deserialize<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<K, V>::deserialize(d)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
 impl<K: SeqKey, V> std::ops::Index<&K> for DequeMap<K, V> {
     type Output = V;
 
@@ -350,6 +381,22 @@ mod tests {
         let mut a = a;
         a.clear();
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_deque_map_serializes_as_a_btree_map() {
+        let pairs = [(5u64, 'e'), (1, 'a'), (3, 'c'), (1, 'b')];
+        let a: DequeMap<u64, char> = pairs.into_iter().collect();
+        let m: BTreeMap<u64, char> = pairs.into_iter().collect();
+        assert!(
+            a.iter().eq(m.iter()),
+            "collected in key order, last value wins"
+        );
+        let text = serde_json::to_string(&a).expect("serializes");
+        assert_eq!(text, serde_json::to_string(&m).expect("serializes"));
+        let back: DequeMap<u64, char> = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, a);
+        assert!(serde_json::from_str::<DequeMap<u64, char>>("[1]").is_err());
     }
 
     proptest! {

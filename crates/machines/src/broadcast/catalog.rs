@@ -7,13 +7,12 @@
 //! semantics. After a crash the broadcaster is rebuilt from a
 //! [`CatalogState`] alone.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::acks::AckSet;
 use super::{BroadcastId, Message};
 use crate::time::Time;
+use crate::vecmap::DequeMap;
 
 /// The durable state of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -98,8 +97,9 @@ impl IdRanges {
 /// Everything a broadcaster's catalog holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CatalogState {
-    /// Task records by id.
-    pub tasks: BTreeMap<BroadcastId, TaskRecord>,
+    /// Task records by id (created in id order, mostly; deleted oldest
+    /// first).
+    pub tasks: DequeMap<BroadcastId, TaskRecord>,
     /// The broadcast-id reservation.
     pub id_limit: u64,
     /// Ids of deleted tombstones.
