@@ -14,11 +14,11 @@
 //! (timers, in-flight effects, messages to it) are dropped once that node
 //! crashes: volatile state, timers and in-flight effects are lost.
 //!
-//! Determinism: the queue is a heap keyed by (time, seq); simultaneous
+//! Determinism: the queue is ordered by (time, seq); simultaneous
 //! events are ordered by a decision, never by insertion or hashing; the trace
 //! digest chains a stable hash of every record, step by step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -402,20 +402,22 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
-/// A binary min-heap of keys, each the time, the sequence number and the
-/// slot as one integer ([`heap_key`]); sequence numbers are unique, so the
-/// order is that of `(time, seq)` and slots never decide it. Its own
-/// (rather than `BinaryHeap`) so that the simultaneous events at the top
-/// can be found in place and one of them removed, without popping and
-/// re-pushing the others.
+/// The pending events' keys in order, each the time, the sequence number
+/// and the slot as one integer ([`order_key`]); sequence numbers are
+/// unique, so the order is that of `(time, seq)` and slots never decide it.
+/// A sorted ring buffer rather than a heap: queues hold a few to a few
+/// dozen events (a bursty one a few hundred), new events mostly go near
+/// the back, the simultaneous ones are a run at the front in scheduling
+/// order (the `k`-th alternative of a tie-break is the `k`-th key), and
+/// taking the first moves nothing.
 #[derive(Debug, Default)]
-struct Heap {
-    v: Vec<u128>,
+struct Order {
+    v: VecDeque<u128>,
 }
 
-impl Clone for Heap {
+impl Clone for Order {
     fn clone(&self) -> Self {
-        Heap { v: self.v.clone() }
+        Order { v: self.v.clone() }
     }
 
     fn clone_from(&mut self, source: &Self) {
@@ -423,31 +425,25 @@ impl Clone for Heap {
     }
 }
 
-/// A heap entry: time, then sequence number, then slot, as one 16-byte
+/// An order key: time, then sequence number, then slot, as one 16-byte
 /// integer (ordered by time, then sequence number: those are unique).
 ///
 /// # Panics
 /// If `seq` needs more than 32 bits: more than 4 billion events scheduled
 /// in one run (in protocol code, so it becomes a `sim.panic` violation).
 #[inline]
-fn heap_key(at: Time, seq: u64, slot: u32) -> u128 {
+fn order_key(at: Time, seq: u64, slot: u32) -> u128 {
     let seq = u32::try_from(seq).expect("at most 2^32 events are scheduled in one run");
     (u128::from(at.as_micros()) << 64) | (u128::from(seq) << 32) | u128::from(slot)
 }
 
-/// The time of a heap key.
+/// The time of an order key.
 #[inline]
 fn key_time(key: u128) -> Time {
     Time::from_micros((key >> 64) as u64)
 }
 
-/// The sequence number of a heap key.
-#[inline]
-fn key_seq(key: u128) -> u64 {
-    u64::from((key >> 32) as u32)
-}
-
-/// The slot of a heap key.
+/// The slot of an order key.
 #[inline]
 fn key_slot(key: u128) -> u32 {
     key as u32
@@ -459,105 +455,35 @@ fn with_slot(key: u128, slot: u32) -> u128 {
     (key & !u128::from(u32::MAX)) | u128::from(slot)
 }
 
-impl Heap {
+impl Order {
+    /// Inserts a key in its place.
     #[inline]
     fn push(&mut self, e: u128) {
-        self.v.push(e);
-        self.sift_up(self.v.len() - 1);
-    }
-
-    /// Moves the entry at `i` up to its place (a hole moves, not swaps).
-    #[inline]
-    fn sift_up(&mut self, mut i: usize) {
-        let e = self.v[i];
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if e >= self.v[parent] {
-                break;
-            }
-            self.v[i] = self.v[parent];
-            i = parent;
-        }
-        self.v[i] = e;
-    }
-
-    /// The child of `i` with the smaller key, if `i` has children (of the
-    /// first `n` entries).
-    #[inline]
-    fn smaller_child(&self, i: usize, n: usize) -> Option<usize> {
-        let left = 2 * i + 1;
-        if left >= n {
-            return None;
-        }
-        let right = left + 1;
-        Some(if right < n && self.v[right] < self.v[left] {
-            right
+        if self.v.back().is_none_or(|&last| last < e) {
+            self.v.push_back(e);
         } else {
-            left
-        })
-    }
-
-    /// Moves the entry at `i` down to its place.
-    #[inline]
-    fn sift_down(&mut self, mut i: usize) {
-        let n = self.v.len();
-        let e = self.v[i];
-        while let Some(child) = self.smaller_child(i, n) {
-            if self.v[child] >= e {
-                break;
-            }
-            self.v[i] = self.v[child];
-            i = child;
+            let i = self.v.partition_point(|&k| k < e);
+            self.v.insert(i, e);
         }
-        self.v[i] = e;
     }
 
-    /// Moves the entry at the root down to a leaf along the smaller
-    /// children, then up to its place: the entry that replaces the root
-    /// came from the bottom and usually belongs near it, so this compares
-    /// less than sifting down from the top (as `std`'s `BinaryHeap::pop`).
-    #[inline]
-    fn sift_root_down_to_bottom(&mut self) {
-        let n = self.v.len();
-        let e = self.v[0];
-        let mut i = 0;
-        while let Some(child) = self.smaller_child(i, n) {
-            self.v[i] = self.v[child];
-            i = child;
-        }
-        self.v[i] = e;
-        self.sift_up(i);
-    }
-
-    /// Removes the entry at `i`.
+    /// Removes the `i`-th key.
     #[inline]
     fn remove(&mut self, i: usize) -> u128 {
-        let e = self.v.swap_remove(i);
-        if i < self.v.len() {
-            if i == 0 {
-                self.sift_root_down_to_bottom();
-            } else {
-                self.sift_down(i);
-                self.sift_up(i);
-            }
-        }
-        e
+        self.v.remove(i).expect("a queued key")
     }
 }
 
-/// The pending events: a min-heap of `(time, seq, slot)` over a slab of
-/// events, so that scheduling and delivering move three words, not events,
+/// The pending events: their `(time, seq, slot)` keys in order over a slab
+/// of events, so that scheduling and delivering move a key, not events,
 /// and reuse the slab's free slots instead of allocating.
 #[derive(Debug)]
 struct Queue<E> {
-    heap: Heap,
+    order: Order,
     slots: Vec<Slot<E>>,
     /// The first free slot ([`NO_SLOT`] if none); free slots chain on.
     free: u32,
     next_seq: u64,
-    /// Scratch for [`Queue::pop`]: `(seq, heap index)` of simultaneous
-    /// events. Not state: a copy starts empty.
-    ties: Vec<(u64, u32)>,
     /// Incremental fingerprints ([`Queue::track`]), for the explorer: how
     /// an event is hashed, each full slot's element hash, and their
     /// wrapping sum over the queued events. Off (`None`) in sweeps.
@@ -576,29 +502,28 @@ enum Slot<E> {
 }
 
 /// A copy (the explorer copies worlds) is compacted: the live events only,
-/// in slots renumbered in heap order (slots never order events), with room
+/// in slots renumbered in key order (slots never order events), with room
 /// to schedule a few more without growing.
 impl<E: Clone> Clone for Queue<E> {
     fn clone(&self) -> Self {
         const ROOM: usize = 8;
-        let mut heap = Vec::with_capacity(self.heap.v.len() + ROOM);
-        let mut slots = Vec::with_capacity(self.heap.v.len() + ROOM);
+        let mut order = VecDeque::with_capacity(self.order.v.len() + ROOM);
+        let mut slots = Vec::with_capacity(self.order.v.len() + ROOM);
         let mut hashes = Vec::new();
-        for (i, &key) in self.heap.v.iter().enumerate() {
+        for (i, &key) in self.order.v.iter().enumerate() {
             let slot = key_slot(key) as usize;
             slots.push(self.slots[slot].clone());
-            heap.push(with_slot(key, i as u32));
+            order.push_back(with_slot(key, i as u32));
             if self.track.is_some() {
                 hashes.push(self.hashes[slot]);
             }
         }
         Queue {
-            // The same keys in the same places: still a heap.
-            heap: Heap { v: heap },
+            // The same times and sequence numbers: still in order.
+            order: Order { v: order },
             slots,
             free: NO_SLOT,
             next_seq: self.next_seq,
-            ties: Vec::new(),
             track: self.track,
             hashes,
             sum: self.sum,
@@ -608,9 +533,9 @@ impl<E: Clone> Clone for Queue<E> {
     /// A copy into this queue's buffers (the explorer recycles worlds: no
     /// allocation once they are large enough).
     fn clone_from(&mut self, source: &Self) {
-        // Not compacted: the heap and the slots (free ones included) as
+        // Not compacted: the keys and the slots (free ones included) as
         // they are.
-        self.heap.clone_from(&source.heap);
+        self.order.clone_from(&source.order);
         self.slots.clone_from(&source.slots);
         self.free = source.free;
         self.next_seq = source.next_seq;
@@ -623,11 +548,10 @@ impl<E: Clone> Clone for Queue<E> {
 impl<E: Hash> Queue<E> {
     fn new() -> Self {
         Queue {
-            heap: Heap::default(),
+            order: Order::default(),
             slots: Vec::new(),
             free: NO_SLOT,
             next_seq: 0,
-            ties: Vec::new(),
             track: None,
             hashes: Vec::new(),
             sum: 0,
@@ -643,7 +567,7 @@ impl<E: Hash> Queue<E> {
         self.hashes.clear();
         self.hashes.resize(self.slots.len(), 0);
         self.sum = 0;
-        for &key in &self.heap.v {
+        for &key in &self.order.v {
             let slot = key_slot(key);
             let h = element_hash(key_time(key), self.queued(slot), event);
             self.hashes[slot as usize] = h;
@@ -672,11 +596,11 @@ impl<E: Hash> Queue<E> {
             self.hashes[slot as usize] = h;
             self.sum = self.sum.wrapping_add(h);
         }
-        self.heap.push(heap_key(at, self.next_seq, slot));
+        self.order.push(order_key(at, self.next_seq, slot));
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.heap.v.first().map(|&key| key_time(key))
+        self.order.v.front().map(|&key| key_time(key))
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -689,35 +613,24 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let &first = self.heap.v.first()?;
+        let &first = self.order.v.front()?;
         let (t, at_t) = (key_time(first), first >> 64);
-        // The events at the earliest time are a subtree at the root (a
-        // parent is never later than its children): walk it.
-        let v = &self.heap.v;
-        let ties = &mut self.ties;
-        ties.clear();
-        ties.push((key_seq(first), 0));
-        let mut k = 0;
-        while k < ties.len() {
-            let i = ties[k].1 as usize;
-            for child in [2 * i + 1, 2 * i + 2] {
-                if child < v.len() && v[child] >> 64 == at_t {
-                    ties.push((key_seq(v[child]), child as u32));
-                }
+        // The events at the earliest time are the first entries, in
+        // scheduling order: the first MAX_TIE of them are the alternatives.
+        let at = match self.order.v.get(1) {
+            Some(&second) if second >> 64 == at_t => {
+                let n = self
+                    .order
+                    .v
+                    .iter()
+                    .take(MAX_TIE)
+                    .take_while(|&&k| k >> 64 == at_t)
+                    .count();
+                chooser.choose(n as u32) as usize
             }
-            k += 1;
-        }
-        let at = if ties.len() == 1 {
-            0
-        } else {
-            // The first MAX_TIE in scheduling order are the alternatives:
-            // the pick-th of them is the pick-th smallest sequence number
-            // (they are unique), found without sorting the ties.
-            let n = ties.len().min(MAX_TIE);
-            let pick = chooser.choose(n as u32) as usize;
-            ties.select_nth_unstable(pick).1.1 as usize
+            _ => 0,
         };
-        let slot = key_slot(self.heap.remove(at));
+        let slot = key_slot(self.order.remove(at));
         if self.track.is_some() {
             self.sum = self.sum.wrapping_sub(self.hashes[slot as usize]);
         }
@@ -744,12 +657,12 @@ impl<E: Hash> Queue<E> {
         } else {
             self.element_sum(event)
         };
-        self.heap.v.len().hash(h);
+        self.order.v.len().hash(h);
         sum.hash(h);
     }
 
     fn element_sum(&self, event: fn(&E, &mut Fingerprinter)) -> u64 {
-        self.heap.v.iter().fold(0u64, |sum, &key| {
+        self.order.v.iter().fold(0u64, |sum, &key| {
             sum.wrapping_add(element_hash(
                 key_time(key),
                 self.queued(key_slot(key)),
@@ -1949,5 +1862,45 @@ mod tests {
         assert!(o.decisions.iter().all(|d| d.fault && d.arity == 2));
         let (p, _) = run(script, Source::recorded(vec![0, 1]), &cfg);
         assert_eq!(p.log, [0, 1], "a recorded 0 drops the first firing");
+    }
+
+    proptest::proptest! {
+        /// The queue against a reference: a list of `(time, seq, event)`
+        /// where the next event is the `k`-th earliest-scheduled of those
+        /// at the earliest time (`k` decided, among at most MAX_TIE). Events
+        /// are scheduled at a few times, so ties are common; copies (as the
+        /// explorer makes) behave as the original.
+        #[test]
+        fn the_queue_pops_as_a_reference_model(
+            ops in proptest::collection::vec((0u8..3, 0u64..6, 0u32..80), 1..200),
+        ) {
+            let mut q: Queue<u32> = Queue::new();
+            let mut model: Vec<(u64, u64, u32)> = Vec::new();
+            let mut seq = 0;
+            let mut event = 0u32;
+            for (op, t, pick) in ops {
+                if op < 2 || model.is_empty() {
+                    event += 1;
+                    seq += 1;
+                    q.push(Time::from_micros(t), Queued { target: Target::Env, item: Item::Event(event) });
+                    model.push((t, seq, event));
+                    continue;
+                }
+                if op == 2 && pick % 7 == 0 {
+                    q = q.clone();
+                }
+                model.sort_unstable();
+                let earliest = model[0].0;
+                let ties = model.iter().take_while(|m| m.0 == earliest).count();
+                let n = ties.min(MAX_TIE) as u32;
+                let k = if n > 1 { pick % n } else { 0 };
+                let mut chooser = Chooser::new(Source::recorded(if n > 1 { vec![k] } else { vec![] }));
+                let (time, got) = q.pop(&mut chooser).expect("not empty");
+                let (t, _, want) = model.remove(k as usize);
+                proptest::prop_assert_eq!(time, Time::from_micros(t));
+                proptest::prop_assert!(matches!(got.item, Item::Event(e) if e == want));
+                proptest::prop_assert_eq!(q.peek_time(), model.iter().map(|m| Time::from_micros(m.0)).min());
+            }
+        }
     }
 }
