@@ -433,11 +433,11 @@ pub fn crash_test_op(k: u64) -> simcast_machines::broadcast::CatalogOp {
     CatalogOp::PutTask(TaskRecord {
         id: BroadcastId(k),
         state: TaskState::Pending,
-        message: Message {
-            payload: k,
-            targets: BTreeSet::from([ChannelId(0)]).into(),
-            keys: LockRequest::for_broadcast([ResourceKey::collection("db", "c", false)]),
-        },
+        message: Message::new(
+            k,
+            BTreeSet::from([ChannelId(0)]),
+            LockRequest::for_broadcast([ResourceKey::collection("db", "c", false)]),
+        ),
         acks: AckSet::new(),
         tombstoned_at: None,
     })

@@ -105,16 +105,43 @@ pub struct Body {
 }
 
 /// A message as appended and persisted: the body plus the resource keys.
+///
+/// Shared: a message is copied into every append, catalog write and
+/// replicate header and never changes, so a copy costs one reference
+/// count. Its fields are read through it ([`MessageData`]); it hashes,
+/// compares and serializes as they do.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Message {
+#[serde(transparent)]
+pub struct Message(Arc<MessageData>);
+
+/// What a [`Message`] holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageData {
     /// The callback's effect.
     pub payload: u64,
-    /// Target channels, including the control channel. Shared: a message is
-    /// copied into every append, catalog write and replicate header, and
-    /// its targets never change.
-    pub targets: Arc<BTreeSet<ChannelId>>,
+    /// Target channels, including the control channel.
+    pub targets: BTreeSet<ChannelId>,
     /// The broadcast's resource keys (replicated tasks order by them).
     pub keys: LockRequest,
+}
+
+impl Message {
+    /// A message of `payload` to `targets`, under `keys`.
+    pub fn new(payload: u64, targets: BTreeSet<ChannelId>, keys: LockRequest) -> Message {
+        Message(Arc::new(MessageData {
+            payload,
+            targets,
+            keys,
+        }))
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = MessageData;
+
+    fn deref(&self) -> &MessageData {
+        &self.0
+    }
 }
 
 /// An ack of one channel of one broadcast.
@@ -755,11 +782,7 @@ impl Broadcaster {
             return Err(e);
         }
         self.hit(Tr::NewPending);
-        let message = Message {
-            payload: body.payload,
-            targets: Arc::new(body.targets),
-            keys: h.keys,
-        };
+        let message = Message::new(body.payload, body.targets, h.keys);
         let channels = message
             .targets
             .iter()

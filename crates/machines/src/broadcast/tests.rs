@@ -468,11 +468,7 @@ fn acks_of_unknown_ids_are_ignored_unless_they_carry_a_replicate_header() {
         },
     );
     assert_eq!(h.b.task_state(BroadcastId(5)), None);
-    let message = Message {
-        payload: 5,
-        targets: Arc::new([CC, V1].into()),
-        keys: LockRequest::for_broadcast([db("a")]),
-    };
+    let message = Message::new(5, [CC, V1].into(), LockRequest::for_broadcast([db("a")]));
     h.b.handle_ack(
         h.now,
         Ack {
@@ -530,11 +526,11 @@ fn replicated_ack(
         id: BroadcastId(id),
         channel: ch,
         info: info(tick, tick),
-        replicate: Some(Message {
-            payload: id,
-            targets: Arc::new(targets.iter().copied().collect()),
-            keys: LockRequest::for_broadcast(keys.iter().cloned()),
-        }),
+        replicate: Some(Message::new(
+            id,
+            targets.iter().copied().collect(),
+            LockRequest::for_broadcast(keys.iter().cloned()),
+        )),
     }
 }
 
@@ -725,11 +721,11 @@ fn record(
     targets: &[ChannelId],
     acked: &[(ChannelId, u64)],
 ) -> TaskRecord {
-    let message = Message {
-        payload: id,
-        targets: Arc::new(targets.iter().copied().collect()),
-        keys: LockRequest::for_broadcast(keys.iter().cloned()),
-    };
+    let message = Message::new(
+        id,
+        targets.iter().copied().collect(),
+        LockRequest::for_broadcast(keys.iter().cloned()),
+    );
     let mut acks = AckSet::new();
     for (c, tick) in acked {
         acks.ack(&message.targets, *c, info(*tick, *tick));

@@ -1384,14 +1384,10 @@ impl BroadcastWorld {
                 ),
             );
         }
-        let targets = cl
-            .catalog
-            .tasks
-            .get(&id)
-            .map(|r| r.message.targets.clone())
-            .unwrap_or_default();
+        let targets = cl.catalog.tasks.get(&id).map(|r| r.message.clone());
         if let Some(missing) = targets
             .iter()
+            .flat_map(|m| m.targets.iter())
             .find(|ch| !cl.logs[ch.0 as usize].iter().any(|e| e.id == id))
         {
             cx.violate(
@@ -1950,7 +1946,7 @@ impl BroadcastWorld {
         // control channel, and the ids on each channel.
         let mut targets_of: Vec<(BroadcastId, &BTreeSet<ChannelId>)> = source.logs[0]
             .iter()
-            .map(|e| (e.id, &*e.message.targets))
+            .map(|e| (e.id, &e.message.targets))
             .collect();
         // Stable: the first copy of each id stays first, and is kept.
         targets_of.sort_by_key(|&(id, _)| id);
