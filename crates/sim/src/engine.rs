@@ -18,7 +18,7 @@
 //! events are ordered by a decision, never by insertion or hashing; the trace
 //! digest chains a stable hash of every record, step by step.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -402,17 +402,17 @@ struct Queued<E> {
 /// decision; the rest wait for a later step.
 const MAX_TIE: usize = 64;
 
-/// The pending events' keys in order, each the time, the sequence number
-/// and the slot as one integer ([`order_key`]); sequence numbers are
-/// unique, so the order is that of `(time, seq)` and slots never decide it.
-/// A sorted ring buffer rather than a heap: queues hold a few to a few
-/// dozen events (a bursty one a few hundred), new events mostly go near
-/// the back, the simultaneous ones are a run at the front in scheduling
-/// order (the `k`-th alternative of a tie-break is the `k`-th key), and
-/// taking the first moves nothing.
+/// The pending events' keys, each the time, the sequence number and the
+/// slot as one integer ([`order_key`]); sequence numbers are unique, so
+/// the order is that of `(time, seq)` and slots never decide it. A vector
+/// sorted latest first rather than a heap: queues hold a few to a few dozen
+/// events (a bursty one a few hundred), the next event is the last entry
+/// (taking it moves nothing), and the simultaneous ones are a run at the
+/// end in scheduling order from the back (the `k`-th alternative of a
+/// tie-break is the `k`-th entry from the end).
 #[derive(Debug, Default)]
 struct Order {
-    v: VecDeque<u128>,
+    v: Vec<u128>,
 }
 
 impl Clone for Order {
@@ -459,18 +459,35 @@ impl Order {
     /// Inserts a key in its place.
     #[inline]
     fn push(&mut self, e: u128) {
-        if self.v.back().is_none_or(|&last| last < e) {
-            self.v.push_back(e);
-        } else {
-            let i = self.v.partition_point(|&k| k < e);
-            self.v.insert(i, e);
-        }
+        let i = self.v.partition_point(|&k| k > e);
+        self.v.insert(i, e);
     }
 
-    /// Removes the `i`-th key.
+    /// The first key.
     #[inline]
-    fn remove(&mut self, i: usize) -> u128 {
-        self.v.remove(i).expect("a queued key")
+    fn first(&self) -> Option<u128> {
+        self.v.last().copied()
+    }
+
+    /// How many keys, of the first `max`, are at the first key's time.
+    #[inline]
+    fn ties(&self, max: usize) -> usize {
+        let Some(&first) = self.v.last() else {
+            return 0;
+        };
+        self.v
+            .iter()
+            .rev()
+            .take(max)
+            .take_while(|&&k| k >> 64 == first >> 64)
+            .count()
+    }
+
+    /// Removes the `k`-th key in order.
+    #[inline]
+    fn take(&mut self, k: usize) -> u128 {
+        let i = self.v.len() - 1 - k;
+        self.v.remove(i)
     }
 }
 
@@ -507,13 +524,13 @@ enum Slot<E> {
 impl<E: Clone> Clone for Queue<E> {
     fn clone(&self) -> Self {
         const ROOM: usize = 8;
-        let mut order = VecDeque::with_capacity(self.order.v.len() + ROOM);
+        let mut order = Vec::with_capacity(self.order.v.len() + ROOM);
         let mut slots = Vec::with_capacity(self.order.v.len() + ROOM);
         let mut hashes = Vec::new();
         for (i, &key) in self.order.v.iter().enumerate() {
             let slot = key_slot(key) as usize;
             slots.push(self.slots[slot].clone());
-            order.push_back(with_slot(key, i as u32));
+            order.push(with_slot(key, i as u32));
             if self.track.is_some() {
                 hashes.push(self.hashes[slot]);
             }
@@ -600,7 +617,7 @@ impl<E: Hash> Queue<E> {
     }
 
     fn peek_time(&self) -> Option<Time> {
-        self.order.v.front().map(|&key| key_time(key))
+        self.order.first().map(key_time)
     }
 
     fn queued(&self, slot: u32) -> &Queued<E> {
@@ -613,24 +630,17 @@ impl<E: Hash> Queue<E> {
     /// Removes the next event; among simultaneous ones (the first
     /// [`MAX_TIE`] in scheduling order), a decision picks.
     fn pop(&mut self, chooser: &mut Chooser) -> Option<(Time, Queued<E>)> {
-        let &first = self.order.v.front()?;
-        let (t, at_t) = (key_time(first), first >> 64);
-        // The events at the earliest time are the first entries, in
-        // scheduling order: the first MAX_TIE of them are the alternatives.
-        let at = match self.order.v.get(1) {
-            Some(&second) if second >> 64 == at_t => {
-                let n = self
-                    .order
-                    .v
-                    .iter()
-                    .take(MAX_TIE)
-                    .take_while(|&&k| k >> 64 == at_t)
-                    .count();
-                chooser.choose(n as u32) as usize
-            }
-            _ => 0,
+        let first = self.order.first()?;
+        let t = key_time(first);
+        // The events at the earliest time come first, in scheduling order:
+        // the first MAX_TIE of them are the alternatives.
+        let n = self.order.ties(MAX_TIE);
+        let at = if n > 1 {
+            chooser.choose(n as u32) as usize
+        } else {
+            0
         };
-        let slot = key_slot(self.order.remove(at));
+        let slot = key_slot(self.order.take(at));
         if self.track.is_some() {
             self.sum = self.sum.wrapping_sub(self.hashes[slot as usize]);
         }
