@@ -9,7 +9,7 @@
 //! [run]
 //! chaos_ms = 2000         # faults on
 //! heal_ms = 20000         # faults off; liveness judged at the end
-//! max_steps = 200000      # optional
+//! max_steps = 200000      # optional; 1 to 2^31
 //!
 //! [faults]
 //! swarm = true            # optional, default true
@@ -49,6 +49,11 @@ pub struct RunConfig {
     #[serde(default = "default_max_steps")]
     pub max_steps: u64,
 }
+
+/// The most events a scenario may run: the engine numbers the events it
+/// schedules in one run in 32 bits, and a run schedules at most the
+/// events it handles plus those still pending at its end.
+pub const MAX_STEPS: u64 = 1 << 31;
 
 fn default_max_steps() -> u64 {
     1_000_000
@@ -236,6 +241,12 @@ impl Scenario {
         if run.max_steps == 0 {
             return Err("[run]: max_steps must be at least 1".to_owned());
         }
+        if run.max_steps > MAX_STEPS {
+            return Err(format!(
+                "[run]: max_steps is {}, at most {MAX_STEPS} (the engine numbers a run's events in 32 bits)",
+                run.max_steps
+            ));
+        }
         let faults = match top.remove("faults") {
             None => FaultConfig::default(),
             Some(v) => {
@@ -405,5 +416,14 @@ mod tests {
                 .contains("`swarm` must be true or false")
         );
         assert!(err("protocol = [").contains("TOML") || err("protocol = [").contains("line"));
+        let steps = |n: u64| {
+            format!("protocol = \"locks\"\n[run]\nchaos_ms = 1\nheal_ms = 1\nmax_steps = {n}")
+        };
+        assert!(err(&steps(0)).contains("max_steps must be at least 1"));
+        assert!(err(&steps(MAX_STEPS + 1)).contains("at most 2147483648"));
+        let at_most = include_str!("../../../sim-scenarios/locks-contended.toml")
+            .replace("[run]\n", &format!("[run]\nmax_steps = {MAX_STEPS}\n"));
+        let s = Scenario::from_toml("t", &at_most).expect("max_steps at the bound is valid");
+        assert_eq!(s.run.max_steps, MAX_STEPS);
     }
 }
