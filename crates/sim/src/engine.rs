@@ -431,6 +431,8 @@ impl Clone for Order {
 /// # Panics
 /// If `seq` needs more than 32 bits: more than 4 billion events scheduled
 /// in one run (in protocol code, so it becomes a `sim.panic` violation).
+/// Scenarios cap a run at [`MAX_STEPS`](crate::scenario::MAX_STEPS)
+/// events, so only a world holding billions of pending events gets here.
 #[inline]
 fn order_key(at: Time, seq: u64, slot: u32) -> u128 {
     let seq = u32::try_from(seq).expect("at most 2^32 events are scheduled in one run");
