@@ -2,7 +2,7 @@
 //! a scenario's workload to a concrete world type.
 //!
 //! Adding a protocol: a module with its world (implementing
-//! [`Protocol`](crate::engine::Protocol)) and its `INFO`, a [`Workload`]
+//! [`Protocol`]) and its `INFO`, a [`Workload`]
 //! variant, and one arm in each `match` below. Sweeps, replay, shrinking and
 //! exploration then work for it unchanged.
 
