@@ -6,9 +6,10 @@
 //! unacked channels, its timers and callback queue; the simulator's records
 //! of a run. (Collections that may grow to thousands, like the
 //! broadcaster's tombstones, stay in trees: inserting or removing in the
-//! middle moves the entries after it.) [`DequeMap`] is the same over a ring
-//! buffer, for maps that also lose their oldest entries first (the
-//! broadcaster's tasks: created in id order, deleted oldest first).
+//! middle moves the entries after it.) [`DequeMap`] is the same over ring
+//! buffers, for maps of sequential ids ([`SeqKey`]) that also lose their
+//! oldest entries first (the broadcaster's tasks and the catalog's task
+//! records: created in id order, deleted oldest first).
 
 use std::collections::VecDeque;
 

@@ -1384,10 +1384,12 @@ impl BroadcastWorld {
                 ),
             );
         }
-        let targets = cl.catalog.tasks.get(&id).map(|r| r.message.clone());
-        if let Some(missing) = targets
-            .iter()
-            .flat_map(|m| m.targets.iter())
+        if let Some(missing) = cl
+            .catalog
+            .tasks
+            .get(&id)
+            .into_iter()
+            .flat_map(|r| r.message.targets.iter())
             .find(|ch| !cl.logs[ch.0 as usize].iter().any(|e| e.id == id))
         {
             cx.violate(
