@@ -160,6 +160,8 @@ pub trait Protocol: Clone + Hash + fmt::Debug {
 
     /// Checks the liveness invariants once the run has stopped; returns the
     /// first one that does not hold, with a message saying what is pending.
+    /// If the run stopped settled ([`Core::settled`]), what
+    /// [`Protocol::settled`] checked holds and may be skipped.
     fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)>;
 
     /// Where an event goes, as (sender lane, receiver lane), for pictures of
@@ -749,6 +751,9 @@ pub struct Core<E, N> {
     /// Named counts of things a protocol wants reported (e.g. rebuilds
     /// completed). Reporting only: not state, not in the digest.
     counters: BTreeMap<&'static str, u64>,
+    /// Whether the run stopped because the world reported itself settled
+    /// (see [`Core::settled`]).
+    settled: bool,
 }
 
 impl<E: Clone, N: Clone> Clone for Core<E, N> {
@@ -768,6 +773,7 @@ impl<E: Clone, N: Clone> Clone for Core<E, N> {
             violation: self.violation.clone(),
             verdict: self.verdict.clone(),
             counters: self.counters.clone(),
+            settled: self.settled,
         }
     }
 
@@ -787,6 +793,7 @@ impl<E: Clone, N: Clone> Clone for Core<E, N> {
         self.violation.clone_from(&source.violation);
         self.verdict.clone_from(&source.verdict);
         self.counters.clone_from(&source.counters);
+        self.settled = source.settled;
     }
 }
 
@@ -804,6 +811,14 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Whether the run stopped because [`Protocol::settled`] returned
+    /// `true`. Nothing happens between that call and
+    /// [`Protocol::check_liveness`], so what `settled` checked still holds
+    /// there and need not be checked again.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// When the chaos phase ends.
@@ -1151,6 +1166,7 @@ impl<P: Protocol> World<P> {
             violation: None,
             verdict: None,
             counters: BTreeMap::new(),
+            settled: false,
         };
         core.record(Entry::Options(options));
         core.queue.push(
@@ -1289,6 +1305,7 @@ impl<P: Protocol> World<P> {
             return self.stopped;
         }
         if self.core.phase == Phase::Heal && self.proto.settled() {
+            self.core.settled = true;
             return Some(self.finish(Stop::Settled));
         }
         None
@@ -1351,6 +1368,15 @@ impl<P: Protocol> World<P> {
         };
         self.stopped = Some(stop);
         stop
+    }
+
+    /// [`Protocol::check_liveness`] as if the run had not settled: every
+    /// check made (tests hold a settled run to the full check).
+    #[cfg(test)]
+    pub(crate) fn liveness_in_full(&self) -> Option<(&'static str, String)> {
+        let mut core = self.core.clone();
+        core.settled = false;
+        self.proto.check_liveness(&core)
     }
 
     /// Runs to the end.

@@ -2067,8 +2067,8 @@ impl Protocol for BroadcastWorld {
                     .iter()
                     .zip(&self.clusters[B as usize].logs)
                     .all(|(a, b)| a.len() == b.len()))
-            && self.cluster_liveness(A).is_none()
-            && (!self.p.secondary || self.cluster_liveness(B).is_none())
+            // Every cluster's: `check_liveness` of a settled run skips it.
+            && (0..self.clusters.len() as Cl).all(|c| self.cluster_liveness(c).is_none())
     }
 
     fn route(&self, event: &BcEvent) -> (String, String) {
@@ -2106,9 +2106,12 @@ impl Protocol for BroadcastWorld {
         cov.to_vec()
     }
 
-    fn check_liveness(&self, _cx: &Cx<Self>) -> Option<(&'static str, String)> {
+    fn check_liveness(&self, cx: &Cx<Self>) -> Option<(&'static str, String)> {
         for c in 0..self.clusters.len() as Cl {
-            if let Some(v) = self.cluster_liveness(c) {
+            // A settled run passed `cluster_liveness` of every cluster.
+            if !cx.settled()
+                && let Some(v) = self.cluster_liveness(c)
+            {
                 return Some(v);
             }
             let Some(b) = self.clusters[c as usize].broadcaster.as_ref() else {
