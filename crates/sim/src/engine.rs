@@ -954,12 +954,15 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
     /// of the protocol with its parameters: a targeted fault of the scenario
     /// that matches fires (still a logged decision, so shrinking can drop
     /// it); otherwise as [`Core::fault`]. Never in the heal phase.
+    #[inline]
     pub fn fault_at(
         &mut self,
         kind: usize,
         site: &'static str,
         params: &[(&'static str, u64)],
     ) -> bool {
+        // Most opportunities end here (heal phase, or a kind this run has
+        // off): inlined, the caller builds no parameters for them.
         if self.phase != Phase::Chaos {
             return false;
         }
@@ -970,6 +973,20 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
             "fault {} is not declared at site {site}",
             self.info.faults[kind].name
         );
+        if !self.faults.may_fire(kind) {
+            return false;
+        }
+        self.fault_at_site(kind, site, params)
+    }
+
+    /// [`Core::fault_at`] for a kind that may fire.
+    #[inline(never)]
+    fn fault_at_site(
+        &mut self,
+        kind: usize,
+        site: &'static str,
+        params: &[(&'static str, u64)],
+    ) -> bool {
         if let Some(t) = self.faults.targeted(kind, site, params, self.now) {
             if !self.chooser.forced_fault() {
                 return false;

@@ -364,6 +364,14 @@ impl FaultState {
         )
     }
 
+    /// Whether a fault of `kind` can fire at all in this run: its rate is
+    /// on, or some fault is targeted. `false` settles an opportunity
+    /// without a look at sites, parameters or the budget.
+    #[inline]
+    pub fn may_fire(&self, kind: usize) -> bool {
+        self.ppm[kind] != 0 || !self.targeted.is_empty()
+    }
+
     /// The rate of `kind` if it is on and the budget is not spent.
     pub fn armed(&self, kind: usize) -> Option<u32> {
         let rate = self.ppm[kind];
