@@ -60,6 +60,7 @@ impl Source {
         Source::Recorded { values, pos: 0 }
     }
 
+    #[inline]
     fn uniform(&mut self, n: u32) -> u32 {
         match self {
             // Lemire's multiply-shift: unbiased to within n / 2^64.
@@ -72,6 +73,7 @@ impl Source {
         }
     }
 
+    #[inline]
     fn bernoulli(&mut self, ppm: u32) -> u32 {
         match self {
             Source::Random(rng) => {
@@ -143,6 +145,7 @@ impl Chooser {
         self.logging = on;
     }
 
+    #[inline]
     fn push(&mut self, decision: Decision) {
         if self.logging {
             self.log.push(decision);
@@ -169,6 +172,7 @@ impl Chooser {
     }
 
     /// Picks one of `n` equally likely alternatives. `n == 0` is treated as 1.
+    #[inline]
     pub fn choose(&mut self, n: u32) -> u32 {
         if n <= 1 {
             return 0;
@@ -183,6 +187,7 @@ impl Chooser {
     }
 
     /// A uniform pick in `lo..=hi` (order of the bounds does not matter).
+    #[inline]
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
         let span = (hi - lo).min(u64::from(u32::MAX - 1));
@@ -191,12 +196,14 @@ impl Chooser {
 
     /// `true` with probability `ppm` parts per million; `true` is alternative
     /// 1. Certain outcomes (0 or 1,000,000 ppm) are not decisions.
+    #[inline]
     pub fn chance(&mut self, ppm: u32) -> bool {
         self.bernoulli(ppm, false)
     }
 
     /// Like [`Chooser::chance`], logged as a fault decision (the explorer
     /// bounds how many of these come out `true`).
+    #[inline]
     pub fn fault_chance(&mut self, ppm: u32) -> bool {
         let hit = self.bernoulli(ppm, true);
         if hit {
@@ -224,6 +231,7 @@ impl Chooser {
         value == 1
     }
 
+    #[inline]
     fn bernoulli(&mut self, ppm: u32, fault: bool) -> bool {
         if ppm == 0 {
             return false;

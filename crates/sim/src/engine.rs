@@ -909,16 +909,19 @@ impl<E: Clone + Hash + fmt::Display, N: Clone + Hash + fmt::Display> Core<E, N> 
     }
 
     /// A workload decision: one of `n` alternatives.
+    #[inline]
     pub fn choose(&mut self, n: u32) -> u32 {
         self.chooser.choose(n)
     }
 
     /// A workload decision: a value in `lo..=hi`.
+    #[inline]
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         self.chooser.between(lo, hi)
     }
 
     /// A workload decision: `true` with probability `ppm` per million.
+    #[inline]
     pub fn chance(&mut self, ppm: u32) -> bool {
         self.chooser.chance(ppm)
     }
