@@ -1019,7 +1019,29 @@ fn baseline_notes(b: &Baseline, setup: &Setup, figures: &[Figure], worse: &[&str
             worse.join(", ")
         )
     });
+    if let Some(note) = noise_note(figures, worse) {
+        notes.push(note);
+    }
     notes
+}
+
+/// A flagged figure whose own repetitions spread more than the 10% margin
+/// cannot tell a regression from a busy machine: says how many there are.
+fn noise_note(figures: &[Figure], worse: &[&str]) -> Option<String> {
+    let noisy: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| worse.contains(&f.name.as_str()) && f.spread > 0.10)
+        .collect();
+    if noisy.is_empty() {
+        return None;
+    }
+    let widest = noisy.iter().map(|f| f.spread).fold(0.0, f64::max);
+    Some(format!(
+        "{} of them spread more than 10% across their repetitions (up to {:.0}%): \
+         something else was using the machine; run again before reading them as regressions",
+        noisy.len(),
+        widest * 100.0
+    ))
 }
 
 /// This run's figures as a baseline.
@@ -1200,6 +1222,18 @@ mod tests {
         let r = Figure::ratio("r", &f, &Figure::of("g", Unit::SeedsPerSec, vec![5.0]));
         assert_eq!((r.value, r.unit), (2.0, Unit::Ratio));
         assert!((r.spread - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn flagged_figures_that_spread_wider_than_the_margin_are_called_noisy() {
+        let tight = Figure::of("tight", Unit::SeedsPerSec, vec![100.0, 101.0, 102.0]);
+        let wide = Figure::of("wide", Unit::SeedsPerSec, vec![70.0, 100.0, 130.0]);
+        let figures = [tight, wide];
+        assert_eq!(noise_note(&figures, &[]), None);
+        assert_eq!(noise_note(&figures, &["tight"]), None);
+        let note = noise_note(&figures, &["tight", "wide"]).expect("one noisy figure");
+        assert!(note.starts_with("1 of them spread"), "{note}");
+        assert!(note.contains("up to 60%"), "{note}");
     }
 
     #[test]
