@@ -400,6 +400,20 @@ mod tests {
         assert!(serde_json::from_str::<DequeMap<u64, char>>("[1]").is_err());
     }
 
+    /// The insertion that ops 0 to 2 of the map property tests make, if
+    /// `op` is one: 0 and 1 a key past the last (mostly increasing keys),
+    /// 2 the key `k` itself (anywhere, or over an existing one).
+    fn insertion(op: u8, k: u64, next: &mut u64) -> Option<(u64, u64)> {
+        match op {
+            0 | 1 => {
+                *next += 1 + k % 3;
+                Some((*next, k))
+            }
+            2 => Some((k, k + 100)),
+            _ => None,
+        }
+    }
+
     proptest! {
         /// Against a BTreeSet: same answers, same hash.
         #[test]
@@ -434,23 +448,20 @@ mod tests {
             let mut m = BTreeMap::new();
             let mut next = 0u64;
             for (op, k) in ops {
-                match op {
-                    0 | 1 => {
-                        next += 1 + k % 3;
-                        prop_assert_eq!(a.insert(next, k), m.insert(next, k));
+                if let Some((key, v)) = insertion(op, k, &mut next) {
+                    prop_assert_eq!(a.insert(key, v), m.insert(key, v));
+                } else if k % 5 == 0 {
+                    prop_assert_eq!(a.pop_first(), m.pop_first());
+                } else if k % 7 == 0 {
+                    // Change every value above k in place.
+                    for (key, v) in a.iter_mut().filter(|(key, _)| **key > k) {
+                        *v += key;
                     }
-                    2 => prop_assert_eq!(a.insert(k, k + 100), m.insert(k, k + 100)),
-                    _ if k % 5 == 0 => prop_assert_eq!(a.pop_first(), m.pop_first()),
-                    _ if k % 7 == 0 => {
-                        // Change every value above k in place.
-                        for (key, v) in a.iter_mut().filter(|(key, _)| **key > k) {
-                            *v += key;
-                        }
-                        for (key, v) in m.iter_mut().filter(|(key, _)| **key > k) {
-                            *v += key;
-                        }
+                    for (key, v) in m.iter_mut().filter(|(key, _)| **key > k) {
+                        *v += key;
                     }
-                    _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
+                } else {
+                    prop_assert_eq!(a.remove(&k), m.remove(&k));
                 }
                 prop_assert!(a.as_slice().iter().map(|(k, v)| (k, v)).eq(m.iter()));
                 prop_assert_eq!(a.first(), m.first_key_value());
@@ -474,19 +485,15 @@ mod tests {
             let mut m = BTreeMap::new();
             let mut next = 0u64;
             for (op, k) in ops {
-                match op {
-                    0 | 1 => {
-                        next += 1 + k % 3;
-                        prop_assert_eq!(a.insert(next, k), m.insert(next, k));
+                if let Some((key, v)) = insertion(op, k, &mut next) {
+                    prop_assert_eq!(a.insert(key, v), m.insert(key, v));
+                } else if op == 3 {
+                    let oldest = m.first_key_value().map(|(k, _)| *k);
+                    if let Some(o) = oldest {
+                        prop_assert_eq!(a.remove(&o), m.remove(&o));
                     }
-                    2 => prop_assert_eq!(a.insert(k, k + 100), m.insert(k, k + 100)),
-                    3 => {
-                        let oldest = m.first_key_value().map(|(k, _)| *k);
-                        if let Some(o) = oldest {
-                            prop_assert_eq!(a.remove(&o), m.remove(&o));
-                        }
-                    }
-                    _ => prop_assert_eq!(a.remove(&k), m.remove(&k)),
+                } else {
+                    prop_assert_eq!(a.remove(&k), m.remove(&k));
                 }
                 if let Some(v) = a.get_mut(&k) {
                     *v += 1;
