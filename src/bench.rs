@@ -506,11 +506,12 @@ fn scaling_figure(name: String, one: &[Rep], all: &[Rep]) -> Figure {
     )
 }
 
-/// How a sweep runs a seed: no trace, no step digests, no decision log.
+/// How a sweep runs a seed: no trace, no digest, no decision log.
 const SWEEP_RUN: RunOptions = RunOptions {
     keep_trace: false,
     record_steps: false,
     skip_decisions: true,
+    skip_digest: true,
 };
 
 /// Why the madsim figures are, or are not, part of this run.

@@ -172,6 +172,7 @@ pub fn run(a: ExploreArgs) -> Result<Verdict, Failure> {
                 keep_trace: false,
                 record_steps: true,
                 skip_decisions: false,
+                skip_digest: false,
             },
         );
         if outcome.violation.as_ref().map(|x| &x.invariant) != Some(&v.invariant) {

@@ -63,6 +63,7 @@ pub fn shrink_and_write(
             keep_trace: false,
             record_steps: true,
             skip_decisions: false,
+            skip_digest: false,
         },
     );
     let final_violation = final_outcome.violation.clone().ok_or_else(|| {

@@ -356,6 +356,7 @@ mod tests {
                         keep_trace: true,
                         record_steps: false,
                         skip_decisions: false,
+                        skip_digest: false,
                     },
                 )
             })

@@ -50,6 +50,7 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
             keep_trace: a.trace || a.html.is_some(),
             record_steps: true,
             skip_decisions: false,
+            skip_digest: false,
         },
     );
     if let Some(path) = &a.html {
@@ -83,7 +84,7 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
             "seed": seed.file.seed,
             "mutant": seed.mutant.map(|m| m.name),
             "events": outcome.events,
-            "digest": hex64(outcome.digest),
+            "digest": hex64(outcome.trace_digest()),
             "expected_digest": seed.file.digest,
             "violation": violation_json(outcome.violation.as_ref()),
             "expected_violation": seed.file.violation,
@@ -104,7 +105,7 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
         outln!(
             "{} events, digest {}",
             outcome.events,
-            hex64(outcome.digest)
+            hex64(outcome.trace_digest())
         );
         match divergence {
             None if !diverged => outln!("reproduced: same digest, same verdict"),
@@ -115,7 +116,7 @@ pub fn run(a: ReplayArgs) -> Result<Verdict, Failure> {
             ),
             Some(None) => outln!(
                 "DIVERGED: digest {} differs from the recorded {} (the file keeps no per-step digests)",
-                hex64(outcome.digest),
+                hex64(outcome.trace_digest()),
                 seed.file.digest
             ),
         }

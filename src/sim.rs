@@ -67,6 +67,7 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
             keep_trace: a.trace || a.html.is_some(),
             record_steps: a.save.is_some(),
             skip_decisions: false,
+            skip_digest: false,
         };
         (run_spec(&spec, opts), None)
     };
@@ -103,7 +104,7 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
             "events": outcome.events,
             "virtual_ms": outcome.end_time.as_micros() / 1000,
             "stop": outcome.stop.name(),
-            "digest": hex64(outcome.digest),
+            "digest": hex64(outcome.trace_digest()),
             "violation": violation_json(outcome.violation.as_ref()),
             "faults": faults_json(&outcome),
             "choices": outcome.decisions.len(),
@@ -141,7 +142,7 @@ pub fn run(a: SimArgs) -> Result<Verdict, Failure> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         outln!("faults: {}", faults.join(" "));
-        outln!("digest {}", hex64(outcome.digest));
+        outln!("digest {}", hex64(outcome.trace_digest()));
         if let Some(d) = &divergence {
             match d {
                 None => outln!("deterministic: two runs gave the same trace"),
@@ -184,7 +185,7 @@ pub fn write_html(
                 ("events", outcome.events.to_string()),
                 ("virtual time", outcome.end_time.to_string()),
                 ("stopped", outcome.stop.name().to_owned()),
-                ("digest", hex64(outcome.digest)),
+                ("digest", hex64(outcome.trace_digest())),
             ],
             violation: outcome.violation.as_ref(),
         },

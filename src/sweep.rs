@@ -675,10 +675,12 @@ pub fn execute(plan: &Plan) -> Result<SweepReport, Failure> {
                                 seed,
                                 choices: None,
                             };
-                            // Decisions are not kept: a failing seed is run
-                            // again, logging, to write its seed file.
+                            // Neither decisions nor a digest: a failing
+                            // seed is run again, logging and digesting, to
+                            // write its seed file.
                             let opts = RunOptions {
                                 skip_decisions: true,
+                                skip_digest: true,
                                 ..RunOptions::default()
                             };
                             let o = run_spec(&spec, opts);

@@ -93,6 +93,7 @@ fn world(leaks: bool) -> World<Ticker> {
             keep_trace: true,
             record_steps: true,
             skip_decisions: false,
+            skip_digest: false,
         },
     )
 }

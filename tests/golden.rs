@@ -26,6 +26,7 @@ fn trace_of(fixture: &str, seed: u64) -> String {
             keep_trace: true,
             record_steps: false,
             skip_decisions: false,
+            skip_digest: false,
         },
     );
     let mut text = format!(
@@ -33,7 +34,7 @@ fn trace_of(fixture: &str, seed: u64) -> String {
         scenario.name,
         o.events,
         o.stop.name(),
-        hex64(o.digest)
+        hex64(o.trace_digest())
     );
     for line in &o.trace {
         text.push_str(&line.to_string());

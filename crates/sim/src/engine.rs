@@ -730,6 +730,12 @@ pub struct RunOptions {
     /// itself (trace, digest, verdict) is the same. For sweeps, which run
     /// a failing seed again with the log on to write its seed file.
     pub skip_decisions: bool,
+    /// Compute no trace digest: [`Outcome::digest`] comes back `None`. The
+    /// run itself (events, verdict, decisions) is the same. For sweeps and
+    /// the shrinker, which never read a digest: hashing every delivered
+    /// event costs a sweep about 6% of its time. Ignored when
+    /// [`record_steps`](RunOptions::record_steps) asks for the digests.
+    pub skip_digest: bool,
 }
 
 /// The engine state a protocol handles events against.
@@ -1101,8 +1107,9 @@ pub struct Violation {
 pub struct Outcome {
     /// Events handled (steps).
     pub events: u64,
-    /// The trace digest.
-    pub digest: u64,
+    /// The trace digest (`None` if the run was told to
+    /// [skip it](RunOptions::skip_digest), or stopped digesting).
+    pub digest: Option<u64>,
     /// Virtual time at the end.
     pub end_time: Time,
     /// Why the run stopped.
@@ -1122,6 +1129,18 @@ pub struct Outcome {
     pub coverage: Vec<u128>,
     /// The protocol's named counts.
     pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl Outcome {
+    /// The trace digest of a run that kept it (every run but one told to
+    /// [skip it](RunOptions::skip_digest)).
+    ///
+    /// # Panics
+    /// If the run skipped it: a caller that reads digests runs with them.
+    pub fn trace_digest(&self) -> u64 {
+        self.digest
+            .expect("the run kept its digest (RunOptions::skip_digest is off)")
+    }
 }
 
 /// A protocol world on the engine.
@@ -1179,7 +1198,7 @@ impl<P: Protocol> World<P> {
                 record_steps: opts.record_steps,
                 records: Vec::new(),
                 step_hasher: StableHasher::new(),
-                hashing: true,
+                hashing: !opts.skip_digest || opts.record_steps,
                 digest: stable_hash(&("simcast-trace", 1u32, info.name)),
                 step_digests: Vec::new(),
             },
@@ -1430,7 +1449,7 @@ impl<P: Protocol> World<P> {
             coverage,
             counters: self.core.counters,
             events: self.core.step,
-            digest: self.core.trace.digest,
+            digest: self.core.trace.hashing.then_some(self.core.trace.digest),
             end_time: self.core.now,
             stop: self.stopped.unwrap_or(Stop::Quiet),
             violation,
@@ -1597,6 +1616,7 @@ mod tests {
                 keep_trace: true,
                 record_steps: true,
                 skip_decisions: false,
+                skip_digest: false,
             },
         );
         while w.step().is_none() {}

@@ -151,6 +151,7 @@ pub fn check_determinism(spec: &RunSpec<'_>) -> DeterminismCheck {
         keep_trace: true,
         record_steps: true,
         skip_decisions: false,
+        skip_digest: false,
     };
     let first = run(spec, opts);
     let second = run(spec, opts);
@@ -236,5 +237,76 @@ mod tests {
                 scenario.name
             );
         }
+    }
+    /// A sweep's runs skip the digest and the decision log: the run is the
+    /// same (events, end, verdict, faults, coverage, counts) as the one a
+    /// seed file is written from, in every default scenario, with and
+    /// without each mutant; only the digest is missing.
+    #[test]
+    fn a_run_without_its_digest_is_the_same_run() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
+        let catalog = Catalog::load(&dir).expect("shipped scenarios parse");
+        let sweep = RunOptions {
+            skip_decisions: true,
+            skip_digest: true,
+            ..RunOptions::default()
+        };
+        let mut violations = 0;
+        for scenario in catalog.defaults(None) {
+            let mutants = scenario.protocol().mutants.iter().map(Some);
+            for mutant in std::iter::once(None).chain(mutants) {
+                for seed in 0..6 {
+                    let spec = RunSpec {
+                        scenario,
+                        mutant,
+                        seed,
+                        choices: None,
+                    };
+                    let full = run(&spec, RunOptions::default());
+                    let swept = run(&spec, sweep);
+                    let what = format!("{} {mutant:?} seed {seed}", scenario.name);
+                    assert!(full.digest.is_some(), "{what}");
+                    assert_eq!(swept.digest, None, "{what}");
+                    assert_eq!(
+                        (swept.events, swept.end_time, swept.stop),
+                        (full.events, full.end_time, full.stop),
+                        "{what}"
+                    );
+                    assert_eq!(swept.violation, full.violation, "{what}");
+                    assert_eq!(swept.faults, full.faults, "{what}");
+                    assert_eq!(swept.coverage, full.coverage, "{what}");
+                    assert_eq!(swept.counters, full.counters, "{what}");
+                    violations += usize::from(full.violation.is_some());
+                }
+            }
+        }
+        assert!(violations > 0, "some mutant fails in six seeds");
+    }
+
+    /// Per-step digests need the digest: asking for them keeps it.
+    #[test]
+    fn recording_steps_keeps_the_digest() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
+        let catalog = Catalog::load(&dir).expect("shipped scenarios parse");
+        let scenario = catalog
+            .get("locks-contended")
+            .expect("locks-contended ships");
+        let spec = RunSpec {
+            scenario,
+            mutant: None,
+            seed: 7,
+            choices: None,
+        };
+        let plain = run(&spec, RunOptions::default());
+        let stepped = run(
+            &spec,
+            RunOptions {
+                record_steps: true,
+                skip_digest: true,
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(stepped.digest, plain.digest);
+        assert_eq!(stepped.step_digests.len() as u64, plain.events + 1);
     }
 }

@@ -158,7 +158,7 @@ impl LoadedSeed {
     /// does. `Some(None)` when it departs but the file keeps no per-step
     /// digests to say where.
     pub fn divergence(&self, outcome: &Outcome) -> Option<Option<u64>> {
-        if outcome.digest == self.digest && outcome.events == self.file.events {
+        if outcome.digest == Some(self.digest) && outcome.events == self.file.events {
             return None;
         }
         let recorded = self.step_digests.as_ref()?;
@@ -195,7 +195,7 @@ impl SeedFile {
             ),
             violation: outcome.violation.as_ref().map(ViolationRecord::from),
             events: outcome.events,
-            digest: hex64(outcome.digest),
+            digest: hex64(outcome.trace_digest()),
             step_digests,
             origin,
         }
@@ -325,6 +325,7 @@ mod tests {
                 keep_trace: false,
                 record_steps: true,
                 skip_decisions: false,
+                skip_digest: false,
             },
         );
         let file = SeedFile::from_run(&spec, &outcome, None);

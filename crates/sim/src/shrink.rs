@@ -18,6 +18,16 @@ use std::cmp::Ordering;
 use crate::engine::{Outcome, RunOptions};
 use crate::runner::{RunSpec, run};
 
+/// How a candidate runs: its decisions and verdict are what counts; its
+/// digest is never read (the shrunk run is run again, digesting, for its
+/// seed file).
+const CANDIDATE_RUN: RunOptions = RunOptions {
+    keep_trace: false,
+    record_steps: false,
+    skip_decisions: false,
+    skip_digest: true,
+};
+
 /// What a shrink achieved.
 #[derive(Clone, Debug)]
 pub struct Shrunk {
@@ -64,7 +74,7 @@ impl Shrinker<'_, '_> {
         }
         self.runs += 1;
         self.spec.choices = Some(candidate);
-        let o = run(&self.spec, RunOptions::default());
+        let o = run(&self.spec, CANDIDATE_RUN);
         let same = o
             .violation
             .as_ref()
@@ -189,7 +199,7 @@ pub fn shrink(
 ) -> Option<Shrunk> {
     let mut spec = spec.clone();
     spec.choices = Some(choices.clone());
-    let initial = run(&spec, RunOptions::default());
+    let initial = run(&spec, CANDIDATE_RUN);
     if initial
         .violation
         .as_ref()
