@@ -3,8 +3,8 @@
 //! A few nodes pass wake-ups around: each delivered wake-up schedules the
 //! next one for a node picked by [`Cx::choose`] after a delay drawn by
 //! [`Cx::between`], so every event costs exactly what the engine charges
-//! every protocol (queue, choice source, incarnation check, and the trace digest when the run keeps one)
-//! and nothing else. `simcast bench` divides each scenario's events/s by
+//! every protocol (queue, choice source, incarnation check, and the trace
+//! digest when the run keeps one) and nothing else. `simcast bench` divides each scenario's events/s by
 //! this world's to show how much of the engine's ceiling a protocol
 //! reaches.
 //!
