@@ -703,6 +703,9 @@ pub fn run(a: BenchArgs) -> Result<Verdict, Failure> {
             figures.len(),
             baseline_path.display()
         ));
+        if let Some(note) = save_noise_note(&figures) {
+            notes.push(note);
+        }
     }
 
     if a.json {
@@ -1045,6 +1048,25 @@ fn noise_note(figures: &[Figure], worse: &[&str]) -> Option<String> {
     ))
 }
 
+/// Saved figures whose own repetitions spread more than the 10% margin
+/// make a baseline that later runs are wrongly flagged (or not flagged)
+/// against: says how many, and the widest. Ratios are left out: they carry
+/// the spreads of both their figures.
+fn save_noise_note(figures: &[Figure]) -> Option<String> {
+    let noisy: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| f.unit != Unit::Ratio && f.spread > 0.10)
+        .collect();
+    let widest = noisy.iter().max_by(|a, b| a.spread.total_cmp(&b.spread))?;
+    Some(format!(
+        "{} saved figure(s) spread more than 10% across their repetitions (widest: {}, {:.0}%): \
+         something else was using the machine; save again when it is quiet",
+        noisy.len(),
+        widest.name,
+        widest.spread * 100.0
+    ))
+}
+
 /// This run's figures as a baseline.
 fn to_baseline(setup: &Setup, figures: &[Figure]) -> Baseline {
     Baseline {
@@ -1235,6 +1257,18 @@ mod tests {
         let note = noise_note(&figures, &["tight", "wide"]).expect("one noisy figure");
         assert!(note.starts_with("1 of them spread"), "{note}");
         assert!(note.contains("up to 60%"), "{note}");
+    }
+
+    #[test]
+    fn saving_noisy_figures_says_so_and_ratios_do_not_count() {
+        let tight = Figure::of("tight", Unit::SeedsPerSec, vec![100.0, 101.0, 102.0]);
+        let wide = Figure::of("wide", Unit::EventsPerSec, vec![70.0, 100.0, 130.0]);
+        let wider = Figure::of("wider", Unit::EventsPerSec, vec![50.0, 100.0, 130.0]);
+        let ratio = Figure::ratio("ratio", &wider, &tight);
+        assert_eq!(save_noise_note(&[tight.clone(), ratio.clone()]), None);
+        let note = save_noise_note(&[tight, wide, wider, ratio]).expect("two noisy figures");
+        assert!(note.starts_with("2 saved figure(s) spread"), "{note}");
+        assert!(note.contains("widest: wider, 80%"), "{note}");
     }
 
     #[test]
