@@ -33,7 +33,8 @@ const CANDIDATE_RUN: RunOptions = RunOptions {
 pub struct Shrunk {
     /// The minimized decisions.
     pub choices: Vec<u32>,
-    /// The run they produce (it violates the target invariant).
+    /// The run they produce (it violates the target invariant), without
+    /// its digest: run the choices again, digesting, for a seed file.
     pub outcome: Outcome,
     /// Decisions before.
     pub choices_before: usize,
