@@ -1029,22 +1029,22 @@ fn baseline_notes(b: &Baseline, setup: &Setup, figures: &[Figure], worse: &[&str
     notes
 }
 
+/// The figures (of those `keep` picks) whose own repetitions spread more
+/// than the 10% margin: how many, and the widest.
+fn spread_wide(figures: &[Figure], keep: impl Fn(&Figure) -> bool) -> Option<(usize, &Figure)> {
+    let noisy = || figures.iter().filter(|f| keep(f) && f.spread > 0.10);
+    let widest = noisy().max_by(|a, b| a.spread.total_cmp(&b.spread))?;
+    Some((noisy().count(), widest))
+}
+
 /// A flagged figure whose own repetitions spread more than the 10% margin
 /// cannot tell a regression from a busy machine: says how many there are.
 fn noise_note(figures: &[Figure], worse: &[&str]) -> Option<String> {
-    let noisy: Vec<&Figure> = figures
-        .iter()
-        .filter(|f| worse.contains(&f.name.as_str()) && f.spread > 0.10)
-        .collect();
-    if noisy.is_empty() {
-        return None;
-    }
-    let widest = noisy.iter().map(|f| f.spread).fold(0.0, f64::max);
+    let (n, widest) = spread_wide(figures, |f| worse.contains(&f.name.as_str()))?;
     Some(format!(
-        "{} of them spread more than 10% across their repetitions (up to {:.0}%): \
+        "{n} of them spread more than 10% across their repetitions (up to {:.0}%): \
          something else was using the machine; run again before reading them as regressions",
-        noisy.len(),
-        widest * 100.0
+        widest.spread * 100.0
     ))
 }
 
@@ -1053,15 +1053,10 @@ fn noise_note(figures: &[Figure], worse: &[&str]) -> Option<String> {
 /// against: says how many, and the widest. Ratios are left out: they carry
 /// the spreads of both their figures.
 fn save_noise_note(figures: &[Figure]) -> Option<String> {
-    let noisy: Vec<&Figure> = figures
-        .iter()
-        .filter(|f| f.unit != Unit::Ratio && f.spread > 0.10)
-        .collect();
-    let widest = noisy.iter().max_by(|a, b| a.spread.total_cmp(&b.spread))?;
+    let (n, widest) = spread_wide(figures, |f| f.unit != Unit::Ratio)?;
     Some(format!(
-        "{} saved figure(s) spread more than 10% across their repetitions (widest: {}, {:.0}%): \
+        "{n} saved figure(s) spread more than 10% across their repetitions (widest: {}, {:.0}%): \
          something else was using the machine; save again when it is quiet",
-        noisy.len(),
         widest.name,
         widest.spread * 100.0
     ))

@@ -195,14 +195,19 @@ mod tests {
         }
     }
 
+    /// The scenarios shipped in `sim-scenarios/`.
+    fn shipped() -> Catalog {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
+        Catalog::load(&dir).expect("shipped scenarios parse")
+    }
+
     /// A run that stops settled skips the liveness checks `settled` made:
     /// made in full, they find nothing either, with or without a mutant.
     /// (A `settled` that skipped them would stop runs whose liveness fails
     /// and hide the failure: seed 262 of broadcast-chaos is one.)
     #[test]
     fn a_settled_run_passes_the_full_liveness_check() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
-        let catalog = Catalog::load(&dir).expect("shipped scenarios parse");
+        let catalog = shipped();
         for scenario in catalog.defaults(None) {
             let mut settled = 0;
             let mutants = scenario.protocol().mutants.iter().map(Some);
@@ -238,14 +243,14 @@ mod tests {
             );
         }
     }
+
     /// A sweep's runs skip the digest and the decision log: the run is the
     /// same (events, end, verdict, faults, coverage, counts) as the one a
     /// seed file is written from, in every default scenario, with and
     /// without each mutant; only the digest is missing.
     #[test]
     fn a_run_without_its_digest_is_the_same_run() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
-        let catalog = Catalog::load(&dir).expect("shipped scenarios parse");
+        let catalog = shipped();
         let sweep = RunOptions {
             skip_decisions: true,
             skip_digest: true,
@@ -286,8 +291,7 @@ mod tests {
     /// Per-step digests need the digest: asking for them keeps it.
     #[test]
     fn recording_steps_keeps_the_digest() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim-scenarios");
-        let catalog = Catalog::load(&dir).expect("shipped scenarios parse");
+        let catalog = shipped();
         let scenario = catalog
             .get("locks-contended")
             .expect("locks-contended ships");
