@@ -464,7 +464,13 @@ impl Order {
     #[inline]
     fn push(&mut self, e: u128) {
         let i = self.v.partition_point(|&k| k > e);
-        self.v.insert(i, e);
+        if i == self.v.len() {
+            // The new first key (the common case for a short delay):
+            // nothing to shift.
+            self.v.push(e);
+        } else {
+            self.v.insert(i, e);
+        }
     }
 
     /// The first key.
@@ -490,6 +496,11 @@ impl Order {
     /// Removes the `k`-th key in order.
     #[inline]
     fn take(&mut self, k: usize) -> u128 {
+        if k == 0 {
+            // The first key (no tie, or the first alternative): nothing to
+            // shift.
+            return self.v.pop().expect("taking a key from a non-empty order");
+        }
         let i = self.v.len() - 1 - k;
         self.v.remove(i)
     }
