@@ -464,13 +464,7 @@ impl Order {
     #[inline]
     fn push(&mut self, e: u128) {
         let i = self.v.partition_point(|&k| k > e);
-        if i == self.v.len() {
-            // The new first key (the common case for a short delay):
-            // nothing to shift.
-            self.v.push(e);
-        } else {
-            self.v.insert(i, e);
-        }
+        self.v.insert(i, e);
     }
 
     /// The first key.
